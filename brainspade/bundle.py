@@ -1,0 +1,62 @@
+"""Helpers that let bundle configs find their own folder and their bundle-specific code.
+
+MONAI's ConfigParser does not know which file it read, and `bundle_root: "."` breaks when a command
+runs from another directory; so the root is taken from the `--config_file` on the command line,
+falling back to this repository's copy. Programmatic users (MONAI Label) override `bundle_root`.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+REPO_BUNDLES = Path(__file__).resolve().parent.parent / "bundles"
+
+
+def _config_paths_from_argv(argv: list[str]) -> list[Path]:
+    paths = []
+    for i, arg in enumerate(argv):
+        val = None
+        if arg in ("--config_file", "--config-file") and i + 1 < len(argv):
+            val = argv[i + 1]
+        elif arg.startswith("--config_file="):
+            val = arg.split("=", 1)[1]
+        if val is None:
+            continue
+        items = [val]
+        if val.strip().startswith("["):
+            try:
+                items = [str(x) for x in ast.literal_eval(val)]  # literal only: never evaluates code
+            except (ValueError, SyntaxError):
+                items = []
+        paths += [Path(x) for x in items]
+    return paths
+
+
+def find_bundle_root(name: str, argv: list[str] | None = None) -> str:
+    """Folder of bundle `name`: from the command line's config files, else the repository's copy."""
+    for cfg in _config_paths_from_argv(list(sys.argv if argv is None else argv)):
+        root = cfg.resolve().parent.parent
+        if root.name == name and (root / "configs").is_dir():
+            return str(root)
+        sibling = root.parent / name  # a chained bundle sits beside the one the user ran
+        if (sibling / "configs").is_dir():
+            return str(sibling)
+    return str(REPO_BUNDLES / name)
+
+
+def import_scripts(bundle_root: str | Path, alias: str) -> ModuleType:
+    """Import `<bundle_root>/scripts` as module `alias` (unique per bundle, so chained bundles don't clash)."""
+    if alias in sys.modules:
+        return sys.modules[alias]
+    init = Path(bundle_root) / "scripts" / "__init__.py"
+    spec = importlib.util.spec_from_file_location(alias, init, submodule_search_locations=[str(init.parent)])
+    if spec is None or spec.loader is None:
+        raise ImportError(f"no scripts package at {init}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[alias] = module
+    spec.loader.exec_module(module)
+    return module
