@@ -1,0 +1,94 @@
+"""The brainSPADE3D generator: MONAI `SPADENet` with the MRI contrast as an explicit condition.
+
+MONAI has the SPADE generator (`SPADENet`: VAE style encoder + SPADE decoder) but nothing that
+(a) feeds a non-spatial condition (the contrast) into the SPADE normalisation, nor (b) renders at the
+input resolution: `SPADEDecoder` upsamples *after* its last residual block, so its last SPADE block
+runs at half resolution and the final 3x3x3 conv sees a nearest-upsampled map. This thin wrapper adds
+both: contrast one-hot channels broadcast over space are appended to the label channels (so every
+SPADE block is modulated by label *and* contrast), and a small full-resolution head (MONAI
+`Convolution` blocks) sees the upsampled SPADE features together with the sharp label map. The
+background is masked with the label map's brain fraction, as the reference does with its skull mask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+from monai.networks.blocks import Convolution
+from monai.networks.nets import SPADENet
+
+from brainspade.contrasts import CONTRASTS
+from brainspade.labels import NUM_LABELS
+
+
+class ContrastSPADENet(nn.Module):
+    """Partial-volume label map (B, 10, X, Y, Z) + contrast index (B,) + style code -> image (B, 1, X, Y, Z).
+
+    Args:
+        input_shape: spatial shape (each side divisible by 2 ** len(channels)).
+        channels: SPADENet encoder widths (the decoder uses them reversed); copied, SPADENet mutates it.
+        z_dim: style code size.
+        spade_intermediate_channels: hidden width of the SPADE normalisation convs.
+        head_channels: width of the SPADENet output and of the full-resolution head.
+        num_contrasts: number of contrast one-hot channels (default: len(brainspade.contrasts.CONTRASTS)).
+        mask_background: multiply the output by the brain fraction (1 - background PV).
+    """
+
+    def __init__(self, input_shape: Sequence[int], channels: Sequence[int] = (16, 32, 64, 64), z_dim: int = 32,
+                 spade_intermediate_channels: int = 32, head_channels: int = 16, num_contrasts: int | None = None,
+                 num_labels: int = NUM_LABELS, mask_background: bool = True, upsampling_mode: str = "nearest"):
+        super().__init__()
+        self.num_labels = int(num_labels)
+        self.num_contrasts = int(num_contrasts if num_contrasts is not None else len(CONTRASTS))
+        self.label_nc = self.num_labels + self.num_contrasts
+        self.z_dim = int(z_dim)
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.mask_background = mask_background
+        act = ("LEAKYRELU", {"negative_slope": 0.2})
+        self.spade = SPADENet(
+            spatial_dims=3, in_channels=1, out_channels=head_channels, label_nc=self.label_nc,
+            input_shape=list(self.input_shape), channels=list(channels),  # a copy: SPADENet mutates the list
+            z_dim=self.z_dim, is_vae=True, spade_intermediate_channels=spade_intermediate_channels,
+            norm="INSTANCE", act=act, last_act=act, upsampling_mode=upsampling_mode,
+        )
+        self.head = nn.Sequential(
+            Convolution(3, head_channels + self.label_nc, head_channels, kernel_size=3, act=act, norm=None),
+            Convolution(3, head_channels, 1, kernel_size=3, act=None, norm=None, conv_only=True),
+        )
+
+    def condition(self, pv: torch.Tensor, contrast: torch.Tensor) -> torch.Tensor:
+        """Label channels + contrast one-hot broadcast over space: (B, label_nc, X, Y, Z)."""
+        contrast = torch.as_tensor(contrast, device=pv.device).long().reshape(-1)
+        if contrast.numel() == 1 and pv.shape[0] > 1:
+            contrast = contrast.expand(pv.shape[0])
+        onehot = torch.nn.functional.one_hot(contrast, self.num_contrasts).to(pv.dtype)
+        onehot = onehot[:, :, None, None, None].expand(-1, -1, *pv.shape[2:])
+        return torch.cat([pv, onehot], 1)
+
+    def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Style encoder (SPADENet's VAE encoder): image -> (mu, logvar)."""
+        return self.spade.encoder(image)
+
+    def decode(self, pv: torch.Tensor, contrast: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        seg = self.condition(pv, contrast)
+        feat = self.spade.decode(seg, z)
+        out = self.head(torch.cat([feat, seg], 1))
+        if self.mask_background:
+            out = out * (1.0 - pv[:, :1])
+        return out
+
+    def sample_z(self, batch: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+        return torch.randn(batch, self.z_dim, generator=generator, device=device)
+
+    def forward(self, pv: torch.Tensor, contrast: torch.Tensor, image: torch.Tensor | None = None,
+                z: torch.Tensor | None = None):
+        """With `image`: returns (fake, mu, logvar) (training / style transfer); else decodes `z` (or N(0,1))."""
+        if image is not None:
+            mu, logvar = self.encode(image)
+            z = self.spade.encoder.reparameterize(mu, logvar)
+            return self.decode(pv, contrast, z), mu, logvar
+        if z is None:
+            z = self.sample_z(pv.shape[0], device=pv.device)
+        return self.decode(pv, contrast, z)

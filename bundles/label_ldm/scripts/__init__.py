@@ -1,0 +1,26 @@
+"""Bundle code of `label_ldm`: training steps, latent encoding, conditioning rules, the label sampler, evaluation.
+
+Imported by the configs through `brainspade.bundle.import_scripts(@bundle_root, 'label_ldm_scripts')`.
+"""
+
+from .conditioning import ConditionSpace
+from .data import bundle_version, load_datalist, pv_condition_ml
+from .evaluate import evaluate
+from .sampler import LabelSampler, write_samples
+from .training import (
+    AutoencoderStep,
+    ImageLogHandler,
+    LatentMeta,
+    TimeLimitHandler,
+    encode_datalist,
+    export_autoencoder,
+    export_diffusion,
+    latest_checkpoint,
+    loss_terms,
+)
+
+__all__ = [
+    "ConditionSpace", "bundle_version", "load_datalist", "pv_condition_ml", "evaluate", "LabelSampler",
+    "write_samples", "AutoencoderStep", "ImageLogHandler", "LatentMeta", "TimeLimitHandler", "encode_datalist",
+    "export_autoencoder", "export_diffusion", "latest_checkpoint", "loss_terms",
+]

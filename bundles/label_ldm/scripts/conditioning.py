@@ -1,0 +1,1 @@
+ConditionSpace = None

@@ -1,0 +1,2 @@
+LabelSampler = None
+write_samples = None

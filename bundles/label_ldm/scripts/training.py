@@ -1,0 +1,343 @@
+"""Training pieces MONAI does not have as such, built from MONAI/PyTorch/Ignite parts.
+
+- `AutoencoderStep`: one Ignite iteration of the label autoencoder. MONAI's `AdversarialTrainer` expects a
+  generator with a single output and no KL term, and has no adversarial warm-up, so the step that combines
+  the reconstruction loss (MONAI DiceLoss/FocalLoss + L1), AutoencoderKL's KL term and a MONAI
+  PatchDiscriminator/PatchAdversarialLoss term switched on after warm-up is written here.
+- `encode_datalist` + `LatentMeta`: encodes the dataset once with the trained autoencoder, computes the latent
+  scale factor (1/std) and the conditioning normalisation from data, and keeps these numbers in the diffusion
+  checkpoint (an object with state_dict/load_state_dict, so Ignite's checkpointing stores and restores it).
+- small Ignite handlers (time limit, TensorBoard image previews) and exporters of plain weight dicts.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from ignite.engine import Engine, Events
+
+from brainspade.errors import InputError
+from brainspade.io import load_nifti
+from brainspade.labels import CONDITION_KEYS, LESION_CODES
+
+from .data import pv_condition_ml
+
+
+def _unwrap(net: torch.nn.Module) -> torch.nn.Module:
+    return net.module if hasattr(net, "module") else net
+
+
+def _is_rank0() -> bool:
+    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or \
+        torch.distributed.get_rank() == 0
+
+
+def kl_loss(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:
+    """KL divergence of AutoencoderKL's latent to N(0, 1), summed over latent voxels, mean over the batch.
+
+    MONAI ships no loss for this (its tutorials write it inline); it is one line of algebra.
+    """
+    kl = 0.5 * (z_mu.pow(2) + z_sigma.pow(2) - torch.log(z_sigma.pow(2) + 1e-12) - 1)
+    return kl.flatten(1).sum(1).mean()
+
+
+class AutoencoderStep:
+    """Ignite `iteration_update` for SupervisedTrainer(network=autoencoder, optimizer=generator optimiser).
+
+    Loss on the decoder's softmax partial-volume maps: `recon_loss(logits, target)` (MONAI DiceFocalLoss with
+    softmax, class weights favouring lesions) + `l1_weight` * L1(softmax, target) + `kl_weight` * KL; after
+    `adv_start` iterations also `adv_weight` * least-squares PatchGAN generator loss, with the discriminator
+    trained in the same iteration.
+    """
+
+    def __init__(self, discriminator: torch.nn.Module, d_optimizer: torch.optim.Optimizer, recon_loss,
+                 adv_loss, kl_weight: float = 1e-7, l1_weight: float = 1.0, adv_weight: float = 0.01,
+                 adv_start: int = 300, image_key: str = "pv", amp: bool = False) -> None:
+        self.discriminator = discriminator
+        self.d_optimizer = d_optimizer
+        self.recon_loss = recon_loss
+        self.adv_loss = adv_loss
+        self.kl_weight = float(kl_weight)
+        self.l1_weight = float(l1_weight)
+        self.adv_weight = float(adv_weight)
+        self.adv_start = int(adv_start)
+        self.image_key = image_key
+        self.amp = bool(amp)
+
+    def _autocast(self, device: torch.device):
+        return torch.autocast("cuda", enabled=self.amp and device.type == "cuda")
+
+    def __call__(self, engine: Engine, batchdata: dict[str, Any]) -> dict[str, Any]:
+        device = torch.device(engine.state.device)
+        x = torch.as_tensor(batchdata[self.image_key]).float().to(device, non_blocking=engine.non_blocking)
+        ae = engine.network
+        ae.train()
+        engine.optimizer.zero_grad(set_to_none=True)
+        use_adv = self.adv_weight > 0 and engine.state.iteration > self.adv_start
+        with self._autocast(device):
+            logits, z_mu, z_sigma = ae(x)
+            logits = logits.float()
+            probs = torch.softmax(logits, 1)
+            recon = self.recon_loss(logits, x) + self.l1_weight * F.l1_loss(probs, x)
+            kl = kl_loss(z_mu.float(), z_sigma.float())
+            loss = recon + self.kl_weight * kl
+            adv_g = torch.zeros((), device=device)
+            if use_adv:
+                self.discriminator.eval()  # generator pass: no discriminator statistics updated
+                logits_fake = self.discriminator(probs.contiguous())[-1]
+                adv_g = self.adv_loss(logits_fake, target_is_real=True, for_discriminator=False)
+                loss = loss + self.adv_weight * adv_g
+        loss.backward()
+        engine.optimizer.step()
+
+        adv_d = torch.zeros((), device=device)
+        if use_adv:
+            self.discriminator.train()
+            self.d_optimizer.zero_grad(set_to_none=True)
+            with self._autocast(device):
+                fake = self.discriminator(probs.detach().contiguous())[-1]
+                real = self.discriminator(x.contiguous())[-1]
+                adv_d = 0.5 * (self.adv_loss(fake, target_is_real=False, for_discriminator=True)
+                               + self.adv_loss(real, target_is_real=True, for_discriminator=True))
+            adv_d.backward()
+            self.d_optimizer.step()
+        return {"image": x.detach(), "pred": probs.detach(), "loss": loss.item(), "recon": recon.item(),
+                "kl": kl.item(), "adv_g": float(adv_g), "adv_d": float(adv_d)}
+
+
+def loss_terms(output: dict[str, Any]) -> dict[str, float]:
+    """The scalar entries of a training step's output (for StatsHandler / TensorBoardStatsHandler)."""
+    return {k: float(v) for k, v in output.items() if isinstance(v, (int, float))}
+
+
+class TimeLimitHandler:
+    """Stop training cleanly after `limit_s` seconds of this run (final checkpoint still written).
+
+    Ignite's own `TimeLimit` has no `attach`, which MONAI's handler lists require.
+    """
+
+    def __init__(self, limit_s: float | None) -> None:
+        self.limit_s = None if limit_s in (None, 0) else float(limit_s)
+        self.start = time.monotonic()
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def _started(self, engine: Engine) -> None:
+        self.start = time.monotonic()
+
+    def __call__(self, engine: Engine) -> None:
+        if self.limit_s is not None and time.monotonic() - self.start > self.limit_s:
+            engine.logger.info(f"time limit {self.limit_s:.0f} s reached at iteration {engine.state.iteration}")
+            engine.terminate()
+
+
+def _argmax_slice(pv: torch.Tensor) -> np.ndarray:
+    """Mid-axial slice of a (10, X, Y, Z) PV map as a [0,1] image of label codes."""
+    lab = pv.argmax(0)
+    sl = lab[:, :, lab.shape[2] // 2].float() / (pv.shape[0] - 1)
+    return np.rot90(sl.cpu().numpy()).copy()
+
+
+class ImageLogHandler:
+    """Every `interval` iterations write label previews to TensorBoard.
+
+    Without `sample_fn`: mid-axial argmax of the step output's 'image' and 'pred' (autoencoder training).
+    With `sample_fn(engine) -> (pv, volumes_ml)`: a validation sample from the current diffusion weights.
+    """
+
+    def __init__(self, log_dir: str, interval: int = 200, sample_fn=None) -> None:
+        self.log_dir = str(log_dir)
+        self.interval = max(1, int(interval))
+        self.sample_fn = sample_fn
+        self.writer = None
+
+    def attach(self, engine: Engine) -> None:
+        if _is_rank0():
+            engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self)
+
+    def __call__(self, engine: Engine) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        if self.writer is None:
+            self.writer = SummaryWriter(log_dir=self.log_dir)
+        step = engine.state.iteration
+        if self.sample_fn is None:
+            out = engine.state.output
+            for name in ("image", "pred"):
+                self.writer.add_image(f"label/{name}", _argmax_slice(out[name][0]), step, dataformats="HW")
+        else:
+            pv, vols = self.sample_fn(engine)
+            self.writer.add_image("label/sample", _argmax_slice(pv), step, dataformats="HW")
+            for k, v in vols.items():
+                self.writer.add_scalar(f"sample_ml/{k}", v, step)
+        self.writer.flush()
+
+
+def latest_checkpoint(ckpt_dir: str) -> str | None:
+    """Newest checkpoint file in `ckpt_dir` (resume point), or None for a fresh start."""
+    files = [f for f in glob.glob(os.path.join(str(ckpt_dir), "*.pt")) if os.path.isfile(f)]
+    return max(files, key=os.path.getmtime) if files else None
+
+
+def load_weights(net: torch.nn.Module, path: str | os.PathLike, key: str, device="cpu",
+                 what: str = "weights") -> dict:
+    """Load `net` from an exported weight dict ({key: state_dict, ...}) or a training checkpoint."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{what} file {str(p)!r} does not exist; accepted: the bundle's models/ files or a "
+                         "checkpoint written by this bundle's training configs")
+    try:
+        ckpt = torch.load(str(p), map_location=device, weights_only=True)
+    except Exception as exc:  # torch raises many types for damaged files
+        raise InputError(f"{what} file {str(p)!r} cannot be read ({type(exc).__name__}); accepted: a "
+                         "checkpoint written by this bundle") from None
+    state = ckpt.get(key, ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise InputError(f"{what} file {str(p)!r} holds no {key!r} weights")
+    try:
+        _unwrap(net).load_state_dict(state)
+    except RuntimeError as exc:
+        raise InputError(f"{what} file {str(p)!r} does not match the configured network "
+                         f"({str(exc).splitlines()[0][:160]}); accepted: weights trained with the same "
+                         "profile/channel settings") from None
+    return ckpt
+
+
+class LatentMeta:
+    """Dataset statistics the diffusion model is tied to; stored in (and restored from) its checkpoint."""
+
+    def __init__(self, scale_factor: float = 1.0, cond_max=None, train_conditions=None, profile: str = "",
+                 latent_shape=(), items=None) -> None:
+        self.scale_factor = float(scale_factor)
+        self.cond_max = torch.as_tensor(cond_max if cond_max is not None else [1.0] * len(CONDITION_KEYS),
+                                        dtype=torch.float64)
+        self.train_conditions = torch.as_tensor(
+            train_conditions if train_conditions is not None else np.zeros((0, len(CONDITION_KEYS))),
+            dtype=torch.float64)
+        self.profile = str(profile)
+        self.latent_shape = [int(s) for s in latent_shape]
+        self.items = items or []
+
+    def state_dict(self) -> dict:
+        return {"scale_factor": self.scale_factor, "cond_max": self.cond_max, "train_conditions":
+                self.train_conditions, "profile": self.profile, "latent_shape": torch.tensor(self.latent_shape),
+                "condition_keys": ",".join(CONDITION_KEYS)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scale_factor = float(state["scale_factor"])
+        self.cond_max = torch.as_tensor(state["cond_max"], dtype=torch.float64)
+        self.train_conditions = torch.as_tensor(state["train_conditions"], dtype=torch.float64)
+        self.profile = str(state.get("profile", ""))
+        self.latent_shape = [int(s) for s in torch.as_tensor(state.get("latent_shape", []))]
+
+
+@torch.no_grad()
+def encode_datalist(autoencoder: torch.nn.Module, autoencoder_path: str, items: list[dict], device,
+                    profile, flips: bool = True, cond_fill: float = -1.0, log_every: int = 20) -> LatentMeta:
+    """Encode every training PV map (and its left-right mirror) to AutoencoderKL's latent mean.
+
+    Returns a LatentMeta whose `items` are {'image': scaled latent, 'cond': (1, 4) normalised volumes}, with
+    scale factor = 1 / std of all latents and conditioning maxima = the training maxima (mL).
+    """
+    load_weights(autoencoder, autoencoder_path, "autoencoder", device, "autoencoder weights")
+    ae = _unwrap(autoencoder).to(device).eval()
+    latents, conds = [], []
+    t0 = time.time()
+    for n, item in enumerate(items):
+        pv, _ = load_nifti(item["pv"], "partial-volume map")
+        if tuple(pv.shape[1:]) != tuple(profile.shape):
+            raise InputError(f"{item['pv']!r} has shape {pv.shape[1:]}; the {profile.name} profile needs "
+                             f"{tuple(profile.shape)}")
+        vols = pv_condition_ml(pv, profile.voxel_mm3)
+        x = torch.from_numpy(pv)[None].to(device)
+        views = [x, torch.flip(x, dims=(2,))] if flips else [x]  # axis 2 of (B,C,X,..) = left-right in RAS
+        for v in views:
+            z_mu, _ = ae.encode(v)
+            latents.append(z_mu[0].float().cpu())
+            conds.append(vols)
+        if log_every and (n + 1) % log_every == 0:
+            print(f"encoded {n + 1}/{len(items)} subjects ({time.time() - t0:.0f} s)", flush=True)
+    z = torch.stack(latents)
+    scale = float(1.0 / z.std())
+    cond = np.stack(conds)
+    cond_max = cond.max(0)
+    cond_max[cond_max <= 0] = 1.0  # a lesion type absent from training: keep the division defined
+    meta = LatentMeta(scale, cond_max, cond[:: 2 if flips else 1], profile.name, list(z.shape[1:]))
+    meta.items = [{"image": zi * scale, "cond": torch.as_tensor(c / cond_max, dtype=torch.float32)[None]}
+                  for zi, c in zip(z, cond)]
+    print(f"encoded {len(items)} subjects -> {len(meta.items)} latents {tuple(z.shape[1:])}, "
+          f"scale factor {scale:.4f}, conditioning maxima (mL) {np.round(cond_max, 2).tolist()}", flush=True)
+    return meta
+
+
+def export_autoencoder(network: torch.nn.Module, path: str, version: str = "", profile: str = "") -> str | None:
+    """Write the shipped autoencoder file: a plain dict of tensors and strings (weights_only loadable)."""
+    if not _is_rank0():
+        return None
+    state = {k: v.detach().cpu().clone() for k, v in _unwrap(network).state_dict().items()}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = f"{path}.part"
+    torch.save({"autoencoder": state, "version": str(version), "profile": str(profile)}, tmp)
+    os.replace(tmp, path)
+    print(f"exported autoencoder weights to {path}", flush=True)
+    return path
+
+
+def export_diffusion(network: torch.nn.Module, meta: LatentMeta, path: str, version: str = "",
+                     prediction_type: str = "") -> str | None:
+    """Write the shipped diffusion file: UNet weights + scale factor + conditioning normalisation/ranges."""
+    if not _is_rank0():
+        return None
+    state = {k: v.detach().cpu().clone() for k, v in _unwrap(network).state_dict().items()}
+    out = {"diffusion": state, **meta.state_dict(), "version": str(version), "prediction_type": str(prediction_type)}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = f"{path}.part"
+    torch.save(out, tmp)
+    os.replace(tmp, path)
+    print(f"exported diffusion weights to {path}", flush=True)
+    return path
+
+
+class DiffusionPreview:
+    """`sample_fn` for ImageLogHandler: one guided DDIM sample from the current diffusion weights."""
+
+    def __init__(self, autoencoder, autoencoder_path, scheduler, meta: LatentMeta, steps: int = 10,
+                 guidance_scale: float = 3.0, cond_fill: float = -1.0) -> None:
+        self.autoencoder, self.autoencoder_path = autoencoder, autoencoder_path
+        self.scheduler, self.meta, self.steps = scheduler, meta, int(steps)
+        self.guidance_scale, self.cond_fill = float(guidance_scale), float(cond_fill)
+        self.loaded = False
+
+    @torch.no_grad()
+    def __call__(self, engine: Engine):
+        from monai.inferers import LatentDiffusionInferer
+
+        from brainspade.labels import lesion_volumes_ml
+        from brainspade.profiles import get_profile
+
+        device = torch.device(engine.state.device)
+        if not self.loaded:
+            load_weights(self.autoencoder, self.autoencoder_path, "autoencoder", device)
+            self.loaded = True
+        net = _unwrap(engine.network)
+        net.eval()
+        self.scheduler.set_timesteps(self.steps)
+        inferer = LatentDiffusionInferer(self.scheduler, scale_factor=self.meta.scale_factor)
+        item = self.meta.items[engine.state.iteration % max(1, len(self.meta.items))]
+        g = torch.Generator().manual_seed(0)
+        noise = torch.randn((1, *self.meta.latent_shape), generator=g).to(device)
+        out = inferer.sample(noise, self.autoencoder.to(device).eval(), net, self.scheduler, conditioning=
+                             item["cond"][None].to(device), cfg=self.guidance_scale, cfg_fill_value=self.cond_fill,
+                             verbose=False)
+        net.train()
+        pv = torch.softmax(out[0].float(), 0).cpu()
+        return pv, lesion_volumes_ml(pv.numpy(), get_profile(self.meta.profile).voxel_mm3)

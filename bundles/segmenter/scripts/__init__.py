@@ -1,0 +1,17 @@
+"""Segmenter bundle code: datalists from every data source, the SynthSeg-style label-to-image transform,
+input checks and the atomic writer for inference, checkpoint helpers, and the experiment driver.
+
+Imported from configs with `$brainspade.bundle.import_scripts(@bundle_root, 'segmenter_scripts')`.
+"""
+
+from .data import (build_datalist, datalist_from_synthetic_folder, phantom_datalist, real_datalist,
+                   rotate_contrasts)
+from .inference import check_inputs, inference_items, volumes_ml
+from .train_utils import latest_checkpoint
+from .transforms import RandLabelToIntensityd, SaveSegmentationd
+
+__all__ = [
+    "build_datalist", "datalist_from_synthetic_folder", "phantom_datalist", "real_datalist", "rotate_contrasts",
+    "check_inputs", "inference_items", "volumes_ml", "latest_checkpoint", "RandLabelToIntensityd",
+    "SaveSegmentationd",
+]

@@ -1,0 +1,107 @@
+"""The two transforms MONAI does not provide.
+
+`RandLabelToIntensityd`: SynthSeg-style domain randomisation draws a whole new image from a label map
+(a random mean and spread per label). MONAI's random intensity transforms (RandBiasFieldd,
+RandGaussianNoised, RandGaussianSmoothd, RandAdjustContrastd, RandSimulateLowResolutiond) all modify an
+existing image; none maps labels to random intensities, so this one does, and the configs chain
+MONAI's transforms after it for bias, blur, gamma, resolution and noise.
+
+`SaveSegmentationd`: writes `<name>_seg.nii.gz` on the input's grid plus `<name>_volumes.json` (mL per
+label). MONAI's SaveImaged writes in place (a killed run leaves a truncated file) and has no volume
+report, so this writer goes through brainspade.io's temp-file-then-rename.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, RandomizableTransform
+
+from brainspade.io import _atomic_write, safe_id, save_json
+from brainspade.labels import LABELS, NUM_LABELS
+
+
+class RandLabelToIntensityd(RandomizableTransform, MapTransform):
+    """Draw `image_key` from `label_key` (integer labels, channel-first) with random per-label Gaussians.
+
+    Applied to entries that have no `image_key` (domain-randomisation entries of the datalist) or, with
+    `always=True`, to every entry. Background keeps intensity 0 with probability `background_zero_prob`
+    (skull-stripped data), else gets a random level like any other label.
+    """
+
+    def __init__(self, label_key: str = "label", image_key: str = "image", mean_range: Sequence[float] = (0.0, 1.0),
+                 std_range: Sequence[float] = (0.0, 0.08), background_zero_prob: float = 0.8,
+                 num_labels: int = NUM_LABELS, always: bool = False, prob: float = 1.0) -> None:
+        MapTransform.__init__(self, [label_key], allow_missing_keys=False)
+        RandomizableTransform.__init__(self, prob)
+        self.label_key, self.image_key = label_key, image_key
+        self.mean_range, self.std_range = tuple(mean_range), tuple(std_range)
+        self.background_zero_prob, self.num_labels, self.always = background_zero_prob, num_labels, always
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        if self.image_key in d and not self.always:
+            return d
+        self.randomize(None)
+        if not self._do_transform and self.image_key in d:
+            return d
+        lab = d[self.label_key]
+        idx = torch.as_tensor(lab).long().clamp(0, self.num_labels - 1)
+        means = self.R.uniform(*self.mean_range, self.num_labels).astype(np.float32)
+        stds = self.R.uniform(*self.std_range, self.num_labels).astype(np.float32)
+        if self.R.rand() < self.background_zero_prob:
+            means[0] = stds[0] = 0.0
+        noise = torch.from_numpy(self.R.standard_normal(tuple(idx.shape)).astype(np.float32))
+        img = torch.from_numpy(means)[idx] + torch.from_numpy(stds)[idx] * noise
+        if isinstance(lab, MetaTensor):
+            img = MetaTensor(img, affine=lab.affine.clone(), meta=dict(lab.meta))
+        d[self.image_key] = img
+        return d
+
+
+def voxel_volume_ml(affine: np.ndarray) -> float:
+    return float(abs(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3]))) / 1000.0
+
+
+class SaveSegmentationd(MapTransform):
+    """Write `<output_dir>/<name>_seg.nii.gz` (uint8 labels on the grid of `pred`'s affine) and
+    `<name>_volumes.json` atomically. `pred` must be the inverted (input-grid) argmax; `name_key` names it."""
+
+    def __init__(self, keys: KeysCollection = "pred", output_dir: str | Path = ".", name_key: str = "name",
+                 image_key: str = "image") -> None:
+        super().__init__(keys)
+        self.output_dir, self.name_key, self.image_key = Path(output_dir), name_key, image_key
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            pred = d[key]
+            arr = np.asarray(torch.as_tensor(pred).detach().cpu().numpy())
+            if arr.ndim == 4:
+                arr = arr[0]
+            labels = np.rint(arr).astype(np.uint8)
+            ref = d.get(self.image_key)
+            affine = np.asarray((pred.affine if isinstance(pred, MetaTensor) else ref.affine).cpu(), dtype=np.float64)
+            name = safe_id(str(d[self.name_key]))
+            img = nib.Nifti1Image(labels, affine)
+            meta = pred.meta if isinstance(pred, MetaTensor) else {}
+            code = int(np.asarray(meta.get("sform_code", 1)).reshape(-1)[0]) if "sform_code" in meta else 1
+            img.header.set_sform(affine, code=code or 1)
+            img.header.set_qform(affine, code=code or 1)
+            img.header.set_xyzt_units("mm")
+            _atomic_write(self.output_dir / f"{name}_seg.nii.gz", lambda tmp: nib.save(img, tmp))
+            vox_ml = voxel_volume_ml(affine)
+            counts = np.bincount(labels.reshape(-1), minlength=NUM_LABELS)
+            vols = {lab.key: round(float(counts[lab.code]) * vox_ml, 4) for lab in LABELS}
+            save_json(self.output_dir / f"{name}_volumes.json",
+                      {"id": name, "unit": "mL", "voxel_ml": vox_ml, "volumes_ml": vols,
+                       "brain_ml": round(sum(v for k, v in vols.items() if k != "background"), 4),
+                       "labels": {lab.key: lab.code for lab in LABELS}, "shape": list(labels.shape),
+                       "affine": affine.tolist()})
+        return d
