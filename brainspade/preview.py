@@ -68,3 +68,38 @@ def save_preview(path: str | Path, images: dict[str, np.ndarray], labels: np.nda
         return _atomic_write(Path(path), write)
     finally:
         plt.close(fig)
+
+
+def save_montage(path: str | Path, rows: list[tuple[str, dict[str, np.ndarray], np.ndarray]], alpha: float = 0.45) -> Path:
+    """One row per subject: an axial slice through its lesion for every contrast, then the labels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ncol = max(len(r[1]) for r in rows) + 1
+    fig, axes = plt.subplots(len(rows), ncol, figsize=(1.9 * ncol, 1.9 * len(rows) + 0.3), squeeze=False)
+    for r, (title, images, labels) in enumerate(rows):
+        z = lesion_centre(labels)[2]
+        for c, (name, img) in enumerate(images.items()):
+            lo, hi = np.percentile(img, [1, 99.5])
+            axes[r, c].imshow(np.rot90(img[:, :, z]), cmap="gray", vmin=lo, vmax=hi)
+            if r == 0:
+                axes[r, c].set_title(name, fontsize=9)
+        lab = np.rot90(labels[:, :, z].astype(int))
+        axes[r, -1].imshow(LABEL_COLOURS[np.clip(lab, 0, NUM_LABELS - 1)])
+        if r == 0:
+            axes[r, -1].set_title("labels", fontsize=9)
+        axes[r, 0].set_ylabel(title, fontsize=8)
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+
+    def write(tmp: str) -> None:
+        fig.savefig(tmp, dpi=80, format="png")
+
+    try:
+        return _atomic_write(Path(path), write)
+    finally:
+        plt.close(fig)

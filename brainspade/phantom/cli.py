@@ -8,7 +8,7 @@ import time
 from ..cli import run_guarded
 from ..contrasts import CONTRASTS, check_contrasts
 from ..profiles import PROFILES
-from .dataset import generate_dataset
+from .dataset import generate_dataset, write_montage
 from .subject import PATHOLOGIES, STYLES
 
 
@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--split", default="0.7,0.15,0.15", help="training,validation,test fractions")
     p.add_argument("--workers", type=int, default=0, help="processes (0: one per core)")
     p.add_argument("--first_index", type=int, default=0, help="subject numbering start (disjoint sets)")
+    p.add_argument("--montage", default="", help="also write a PNG montage of one subject per pathology here")
     a = p.parse_args(argv)
 
     def go() -> None:
@@ -34,6 +35,8 @@ def main(argv: list[str] | None = None) -> None:
                                 check_contrasts(a.contrasts), split, a.workers or None, a.first_index)
         dt = time.perf_counter() - t0
         print(f"wrote {a.num_subjects} subjects + {path} in {dt:.1f} s ({a.num_subjects / dt * 60:.1f} subjects/min)")
+        if a.montage:
+            print(f"montage: {write_montage(path, a.montage)}")
 
     run_guarded(go)
 

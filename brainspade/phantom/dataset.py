@@ -81,3 +81,20 @@ def generate_dataset(output_dir: str | Path, num_subjects: int = 100, profile: s
             "affine": prof.affine.tolist(), "contrasts": list(contrasts), "style": style, "seed": seed,
             "generator": "brainspade.phantom", **parts}
     return save_json(datalist, meta)
+
+
+def write_montage(datalist: str | Path, png: str | Path, per_pathology: int = 1) -> Path:
+    """PNG of the first subject(s) of each pathology in a written dataset, every contrast."""
+    from ..io import load_json, load_nifti
+    from ..preview import save_montage
+
+    meta = load_json(datalist, "datalist")
+    root = Path(datalist).parent
+    entries = meta["training"] + meta["validation"] + meta["test"]
+    rows = []
+    for pathology in PATHOLOGIES:
+        for e in [e for e in entries if e["pathology"] == pathology][:per_pathology]:
+            labels = load_nifti(root / e["label"], "label")[0].astype(int)
+            images = {c: load_nifti(root / e[c])[0] for c in meta["contrasts"]}
+            rows.append((f"{e['id']} {pathology} ({e['style']})", images, labels))
+    return save_montage(png, rows)

@@ -1,0 +1,23 @@
+"""brainspade3d bundle code: the contrast-conditioned SPADE generator, the GAN training iteration,
+training pairs, the chained inference workflow and the evaluation.
+
+Imported from configs with `brainspade.bundle.import_scripts(@bundle_root, 'brainspade3d_scripts')`.
+"""
+
+from . import data, networks, training
+from .data import contrast_pairs
+from .networks import ContrastSPADENet
+from .training import SPADEGANStep, export_generator, latest_checkpoint, resume_handlers
+
+
+def bundle_version(bundle_root: str) -> str:
+    """The bundle's version from configs/metadata.json (recorded in every output's sidecar JSON)."""
+    import json
+    import os
+
+    with open(os.path.join(str(bundle_root), "configs", "metadata.json"), encoding="utf-8") as f:
+        return str(json.load(f)["version"])
+
+
+__all__ = ["data", "networks", "training", "contrast_pairs", "ContrastSPADENet", "SPADEGANStep",
+           "export_generator", "latest_checkpoint", "resume_handlers", "bundle_version"]

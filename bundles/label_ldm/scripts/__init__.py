@@ -4,11 +4,12 @@ Imported by the configs through `brainspade.bundle.import_scripts(@bundle_root, 
 """
 
 from .conditioning import ConditionSpace
-from .data import bundle_version, load_datalist, pv_condition_ml
+from .data import bundle_config, bundle_version, load_datalist, pv_condition_ml
 from .evaluate import evaluate
 from .sampler import LabelSampler, write_samples
 from .training import (
     AutoencoderStep,
+    DiffusionPreview,
     ImageLogHandler,
     LatentMeta,
     TimeLimitHandler,
@@ -20,7 +21,7 @@ from .training import (
 )
 
 __all__ = [
-    "ConditionSpace", "bundle_version", "load_datalist", "pv_condition_ml", "evaluate", "LabelSampler",
-    "write_samples", "AutoencoderStep", "ImageLogHandler", "LatentMeta", "TimeLimitHandler", "encode_datalist",
+    "ConditionSpace", "bundle_config", "bundle_version", "load_datalist", "pv_condition_ml", "evaluate", "LabelSampler",
+    "write_samples", "AutoencoderStep", "DiffusionPreview", "ImageLogHandler", "LatentMeta", "TimeLimitHandler", "encode_datalist",
     "export_autoencoder", "export_diffusion", "latest_checkpoint", "loss_terms",
 ]

@@ -47,3 +47,18 @@ def bundle_version(bundle_root: str | os.PathLike) -> str:
         return str(json.loads(meta.read_text())["version"])
     except (OSError, KeyError, json.JSONDecodeError):
         return "unknown"
+
+
+def bundle_config(bundle_root: str | os.PathLike, name: str, overrides: dict | None = None):
+    """A ConfigParser over another config of this bundle (e.g. common.yaml), with `bundle_root` and overrides set.
+
+    Lets inference.yaml / evaluate.yaml run as single files (as `monai.bundle run` and chained bundles use them)
+    while the network definitions stay in common.yaml only.
+    """
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(Path(bundle_root) / "configs" / name))
+    parser["bundle_root"] = str(bundle_root)
+    parser.update(dict(overrides or {}))
+    return parser

@@ -1,2 +1,255 @@
-LabelSampler = None
-write_samples = None
+"""`LabelSampler`: conditional latent-diffusion sampling of 10-channel label maps, verified and cleaned.
+
+Used by inference.yaml (id `sampler`), evaluate.yaml and the brainspade3d bundle (which loads inference.yaml with
+ConfigParser, overrides ids and calls `sampler()` to get label maps in memory).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from brainspade.errors import InputError
+from brainspade.io import prepare_output_dir, safe_id, save_json, save_nifti
+from brainspade.labels import CONDITION_KEYS, LABEL_CODES, LESION_CODES, NUM_LABELS, lesion_volumes_ml, pv_to_int
+from brainspade.profiles import get_profile
+
+from .conditioning import ConditionSpace
+from .training import load_weights
+
+_PARENCHYMA = [LABEL_CODES[k] for k in ("gm", "wm", "dgm", "brainstem")]
+
+
+def brain_mask(pv: np.ndarray) -> np.ndarray:
+    """Brain = largest connected region whose dominant label is tissue or lesion (not background, not CSF),
+    holes filled (ventricles), dilated by one voxel (partial-volume rim)."""
+    lab = pv.argmax(0)
+    tissue = (lab != LABEL_CODES["background"]) & (lab != LABEL_CODES["csf"])
+    comp, n = ndimage.label(tissue)
+    if n == 0:
+        return np.zeros(lab.shape, dtype=bool)
+    largest = comp == (np.argmax(np.bincount(comp.ravel())[1:]) + 1)
+    return ndimage.binary_dilation(ndimage.binary_fill_holes(largest), iterations=1)
+
+
+def clean_lesions(pv: np.ndarray, requested_ml: Mapping[str, float], voxel_mm3: float) -> tuple[np.ndarray, dict]:
+    """No lesion outside the brain (its fraction returns to background); no lesion type the user set to 0
+    (its fraction goes to the voxel's dominant healthy tissue, white matter if none)."""
+    pv = pv.copy()
+    outside = ~brain_mask(pv)
+    removed_out = removed_unreq = 0.0
+    for code in LESION_CODES:
+        m = pv[code] * outside
+        removed_out += float(m.sum())
+        pv[0] += m
+        pv[code] -= m
+    healthy = pv[1:6]
+    target = np.where(healthy.sum(0) > 1e-3, healthy.argmax(0) + 1, LABEL_CODES["wm"])
+    for key, code in zip(CONDITION_KEYS, LESION_CODES):
+        if requested_ml.get(key, 1.0) == 0:
+            frac = pv[code].copy()
+            removed_unreq += float(frac.sum())
+            pv[code] = 0
+            for t in np.unique(target[frac > 0]):
+                sel = target == t
+                pv[t][sel] += frac[sel]
+    ml = voxel_mm3 / 1000.0
+    return pv, {"removed_outside_brain_ml": round(removed_out * ml, 4), "removed_unrequested_ml": round(removed_unreq * ml, 4)}
+
+
+def _int_setting(name: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) and not (
+            isinstance(value, float) and value.is_integer()) and not (isinstance(value, str) and value.strip().isdigit()):
+        raise InputError(f"{name}={value!r} is not an integer; accepted: {lo}..{hi}")
+    v = int(float(value))
+    if not lo <= v <= hi:
+        raise InputError(f"{name}={v} is out of range; accepted: {lo}..{hi}")
+    return v
+
+
+class LabelSampler:
+    """Sample label maps from the trained latent diffusion model.
+
+    Settings come from the config (ids of the same names) and may be overridden per call:
+    `sampler(num_samples=2, seed=1, tumour_ml=30)` -> list of dicts with keys
+    id, pv (10, X, Y, Z float32), labels (X, Y, Z int16), affine (4x4), requested, requested_source, achieved,
+    achieved_labels, raw_achieved, verified, retries, sampler, steps, guidance_scale, seed, base_seed, index,
+    model_version, profile, time_s (+ cleanup amounts). `iter_samples(...)` yields them one at a time.
+    """
+
+    SETTINGS = ("num_samples", "seed", "sampling", "steps", "guidance_scale", "max_retries", *CONDITION_KEYS)
+
+    def __init__(self, autoencoder: torch.nn.Module, network: torch.nn.Module, inferer, schedulers: Mapping,
+                 default_steps: Mapping[str, int], autoencoder_path: str, diffusion_path: str, profile: str = "default",
+                 device: str | torch.device = "cpu", num_samples: int = 1, seed: int = 0, sampling: str = "ddim",
+                 steps: int | None = None, guidance_scale: float = 3.0, max_retries: int = 3, min_ratio: float = 0.5,
+                 max_ratio: float = 2.0, cond_fill_value: float = -1.0, id_prefix: str = "sample",
+                 model_version: str = "", wmh_ml=None, tumour_ml=None, oedema_ml=None, enhancing_ml=None,
+                 verbose: bool = False) -> None:
+        self.autoencoder, self.network, self.inferer = autoencoder, network, inferer
+        self.schedulers, self.default_steps = dict(schedulers), dict(default_steps)
+        self.autoencoder_path, self.diffusion_path = str(autoencoder_path), str(diffusion_path)
+        self.profile_name, self.device = profile, torch.device(device)
+        self.min_ratio, self.max_ratio = float(min_ratio), float(max_ratio)
+        self.cond_fill_value, self.id_prefix = float(cond_fill_value), id_prefix
+        self.model_version, self.verbose = str(model_version), bool(verbose)
+        self.config = {"num_samples": num_samples, "seed": seed, "sampling": sampling, "steps": steps,
+                       "guidance_scale": guidance_scale, "max_retries": max_retries, "wmh_ml": wmh_ml,
+                       "tumour_ml": tumour_ml, "oedema_ml": oedema_ml, "enhancing_ml": enhancing_ml}
+        self.space: ConditionSpace | None = None
+        self.meta: dict = {}
+
+    # ---------------------------------------------------------------- checks (before anything is written)
+    def settings(self, **overrides) -> dict:
+        """Validated settings (config values with per-call overrides); raises InputError naming what is accepted."""
+        unknown = set(overrides) - set(self.SETTINGS)
+        if unknown:
+            raise InputError(f"unknown sampler setting {sorted(unknown)[0]!r}; accepted: {', '.join(self.SETTINGS)}")
+        cfg = {**self.config, **overrides}
+        self.load()
+        s: dict[str, Any] = {}
+        s["num_samples"] = _int_setting("num_samples", cfg["num_samples"], 1, 10000)
+        s["seed"] = _int_setting("seed", cfg["seed"], 0, 2**31 - 1)
+        name = str(cfg["sampling"]).strip().lower()
+        if name not in self.schedulers:
+            raise InputError(f"sampling={cfg['sampling']!r} is not known; accepted: {', '.join(self.schedulers)}")
+        s["sampling"] = name
+        s["steps"] = self.default_steps[name] if cfg["steps"] is None else \
+            _int_setting("steps", cfg["steps"], 1, int(self.schedulers[name].num_train_timesteps))
+        try:
+            gs = float(cfg["guidance_scale"])
+        except (TypeError, ValueError):
+            gs = float("nan")
+        if isinstance(cfg["guidance_scale"], bool) or not (1.0 <= gs <= 20.0):
+            raise InputError(f"guidance_scale={cfg['guidance_scale']!r} is not accepted; accepted: a number from 1 "
+                             "(no classifier-free guidance) to 20")
+        s["guidance_scale"] = gs
+        s["max_retries"] = _int_setting("max_retries", cfg["max_retries"], 0, 20)
+        s["given"] = self.space.parse({k: cfg[k] for k in CONDITION_KEYS})
+        s["id_prefix"] = safe_id(self.id_prefix)
+        return s
+
+    def sample_ids(self, settings: dict) -> list[str]:
+        return [f"{settings['id_prefix']}-s{settings['seed']}-{i:03d}" for i in range(settings["num_samples"])]
+
+    def load(self) -> None:
+        """Load both weight files once (clear InputError when missing, damaged or for another profile)."""
+        if self.space is not None:
+            return
+        profile = get_profile(self.profile_name)
+        load_weights(self.autoencoder, self.autoencoder_path, "autoencoder", "cpu", "autoencoder weights")
+        ckpt = load_weights(self.network, self.diffusion_path, "diffusion", "cpu", "diffusion weights")
+        meta = ckpt.get("meta", ckpt)  # exported file: flat; training checkpoint: under 'meta'
+        if "scale_factor" not in meta:
+            raise InputError(f"diffusion weights {self.diffusion_path!r} lack the latent scale factor; accepted: "
+                             "models/diffusion.pt or a checkpoint written by train_diffusion.yaml")
+        trained_profile = str(meta.get("profile", ""))
+        if trained_profile and trained_profile != profile.name:
+            raise InputError(f"diffusion weights {self.diffusion_path!r} were trained for profile {trained_profile!r}, "
+                             f"not {profile.name!r}; accepted: --profile {trained_profile} or weights for {profile.name}")
+        self.meta = {"scale_factor": float(meta["scale_factor"]), "profile": profile,
+                     "latent_shape": [int(v) for v in torch.as_tensor(meta["latent_shape"])],
+                     "version": str(ckpt.get("version", "")) or self.model_version}
+        self.space = ConditionSpace(torch.as_tensor(meta["cond_max"]).numpy(),
+                                    torch.as_tensor(meta["train_conditions"]).numpy())
+        self.autoencoder.to(self.device).eval()
+        self.network.to(self.device).eval()
+        self.inferer.scale_factor = self.meta["scale_factor"]
+
+    # ---------------------------------------------------------------- sampling
+    def _verify(self, requested: np.ndarray, achieved: Mapping[str, float]) -> tuple[bool, float]:
+        ok, score = True, 0.0
+        for k, r in zip(CONDITION_KEYS, requested):
+            if r > 0:
+                ratio = max(achieved[k], 1e-3 * r) / r
+                ok &= self.min_ratio <= ratio <= self.max_ratio
+                score += abs(math.log(ratio))
+        return bool(ok), score
+
+    @torch.no_grad()
+    def _attempt(self, cond: torch.Tensor, noise_seed: int, s: dict) -> np.ndarray:
+        g = torch.Generator().manual_seed(noise_seed)
+        noise = torch.randn((1, *self.meta["latent_shape"]), generator=g).to(self.device)
+        scheduler = self.schedulers[s["sampling"]]
+        scheduler.set_timesteps(s["steps"], device=self.device)
+        cfg = None if s["guidance_scale"] == 1.0 else s["guidance_scale"]
+        out = self.inferer.sample(noise, self.autoencoder, self.network, scheduler, conditioning=cond.to(self.device),
+                                  cfg=cfg, cfg_fill_value=self.cond_fill_value, verbose=False)
+        return torch.softmax(out[0].float(), 0).cpu().numpy()
+
+    def iter_samples(self, **overrides) -> Iterator[dict]:
+        s = self.settings(**overrides)
+        profile: Any = self.meta["profile"]
+        for i, sid in enumerate(self.sample_ids(s)):
+            t0 = time.perf_counter()
+            requested, source = self.space.draw(s["given"], np.random.default_rng([s["seed"], i]))
+            req_map = {k: float(v) for k, v in zip(CONDITION_KEYS, requested)}
+            cond = torch.as_tensor(self.space.normalise(requested), dtype=torch.float32).view(1, 1, -1)
+            best = None
+            for attempt in range(s["max_retries"] + 1):
+                noise_seed = int(np.random.SeedSequence([s["seed"], i, attempt]).generate_state(1)[0])
+                raw = self._attempt(cond, noise_seed, s)
+                pv, cleanup = clean_lesions(raw, req_map, profile.voxel_mm3)
+                achieved = lesion_volumes_ml(pv, profile.voxel_mm3)
+                ok, score = self._verify(requested, achieved)
+                if self.verbose:
+                    print(f"{sid} attempt {attempt}: achieved {_round(achieved)} {'ok' if ok else 'off'}", flush=True)
+                if best is None or score < best[0]:
+                    best = (score, ok, attempt, noise_seed, raw, pv, cleanup, achieved)
+                if ok:
+                    break
+            _, ok, used, noise_seed, raw, pv, cleanup, achieved = best
+            labels = pv_to_int(pv)
+            yield {
+                "id": sid, "pv": pv.astype(np.float32), "labels": labels, "affine": profile.affine,
+                "requested": _round(req_map), "requested_source": source, "achieved": _round(achieved),
+                "achieved_labels": _round(lesion_volumes_ml(labels, profile.voxel_mm3)),
+                "raw_achieved": _round(lesion_volumes_ml(raw, profile.voxel_mm3)), **cleanup,
+                "verified": ok, "retries": attempt, "attempt_used": used, "sampler": s["sampling"],
+                "steps": s["steps"], "guidance_scale": s["guidance_scale"], "seed": noise_seed,
+                "base_seed": s["seed"], "index": i, "model_version": self.meta["version"], "profile": profile.name,
+                "time_s": round(time.perf_counter() - t0, 3),
+            }
+
+    def __call__(self, **overrides) -> list[dict]:
+        return list(self.iter_samples(**overrides))
+
+
+def _round(d: Mapping[str, float]) -> dict[str, float]:
+    return {k: round(float(v), 4) for k, v in d.items()}
+
+
+def write_samples(sampler: LabelSampler, output_dir: str, overwrite: bool = False, save_pv: bool = False,
+                  **overrides) -> list[Path]:
+    """Validate everything, then write <id>_label.nii.gz (+ <id>_pv.nii.gz) and <id>.json per sample, atomically."""
+    for name, flag in (("overwrite", overwrite), ("save_pv", save_pv)):
+        if not isinstance(flag, bool):
+            raise InputError(f"{name}={flag!r} is not accepted; accepted: true or false")
+    if output_dir is None or not str(output_dir).strip():
+        raise InputError("output_dir is not set; accepted: a writable folder (--output_dir out/)")
+    s = sampler.settings(**overrides)
+    ids = sampler.sample_ids(s)
+    planned = [n for sid in ids for n in (f"{sid}_label.nii.gz", f"{sid}.json") + ((f"{sid}_pv.nii.gz",) if save_pv else ())]
+    out = prepare_output_dir(output_dir, planned, overwrite)
+    written = []
+    for smp in sampler.iter_samples(**overrides):
+        sid = smp["id"]
+        files = {"label": f"{sid}_label.nii.gz"}
+        save_nifti(out / files["label"], smp["labels"], smp["affine"], dtype=np.int16)
+        if save_pv:
+            files["pv"] = f"{sid}_pv.nii.gz"
+            save_nifti(out / files["pv"], smp["pv"], smp["affine"], pv_uint8=True)
+        side = {k: v for k, v in smp.items() if k not in ("pv", "labels", "affine")}
+        side.update({"files": files, "affine": np.asarray(smp["affine"]).tolist(), "num_labels": NUM_LABELS,
+                     "conditioning": sampler.space.summary()})
+        written.append(save_json(out / f"{sid}.json", side))
+        print(f"{sid}: requested {smp['requested']} achieved {smp['achieved']} "
+              f"({smp['sampler']} {smp['steps']} steps, retries {smp['retries']}, {smp['time_s']:.1f} s)", flush=True)
+    return written

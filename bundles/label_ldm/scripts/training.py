@@ -108,8 +108,8 @@ class AutoencoderStep:
                                + self.adv_loss(real, target_is_real=True, for_discriminator=True))
             adv_d.backward()
             self.d_optimizer.step()
-        return {"image": x.detach(), "pred": probs.detach(), "loss": loss.item(), "recon": recon.item(),
-                "kl": kl.item(), "adv_g": float(adv_g), "adv_d": float(adv_d)}
+        return {"image": x.detach(), "pred": probs.detach(), "loss": loss.detach().item(), "recon": recon.detach().item(),
+                "kl": kl.detach().item(), "adv_g": adv_g.detach().item(), "adv_d": adv_d.detach().item()}
 
 
 def loss_terms(output: dict[str, Any]) -> dict[str, float]:

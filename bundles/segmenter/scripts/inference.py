@@ -73,9 +73,15 @@ def planned_outputs(name: str) -> list[str]:
     return [f"{name}_seg.nii.gz", f"{name}_volumes.json"]
 
 
+def check_weights(ckpt_path) -> None:
+    if ckpt_path in (None, "") or not Path(str(ckpt_path)).is_file():
+        raise InputError(f"model weights {str(ckpt_path)!r} do not exist; accepted: a state-dict file such as "
+                         "bundles/segmenter/models/model.pt (train one with configs/train.yaml)")
+
+
 def check_inputs(input_image=None, datalist=None, output_dir=None, overwrite: bool = False,
-                 datalist_key: str = "testing") -> list[dict]:
-    """Validate every input image and the output folder; return the items to segment."""
+                 datalist_key: str = "testing", ckpt_path=None) -> list[dict]:
+    """Validate every input image, the weights and the output folder; return the items to segment."""
     if input_image in (None, "") and datalist in (None, ""):
         raise InputError("no input given; accepted: input_image=<3D NIfTI path> or datalist=<JSON with a "
                          f"{datalist_key!r} list>")
@@ -90,6 +96,8 @@ def check_inputs(input_image=None, datalist=None, output_dir=None, overwrite: bo
                              f"{it['image']}); accepted: unique file names or unique 'id's in the datalist")
         seen[it["name"]] = it["image"]
         check_image(it["image"])
+    if ckpt_path is not None:
+        check_weights(ckpt_path)
     prepare_output_dir(output_dir, [n for it in items for n in planned_outputs(it["name"])], overwrite)
     return items
 

@@ -1,0 +1,137 @@
+"""One SPADE-GAN training iteration for a MONAI `Trainer` (`iteration_update=`), and resume helpers.
+
+MONAI's `GanTrainer` trains an unconditional generator from a latent vector; SPADE needs the label map
+and contrast as conditions, the VAE style encoder, feature matching and a conditional discriminator,
+so the iteration is written here and plugged into `monai.engines.Trainer`, which keeps MONAI's
+handlers (checkpointing, TensorBoard, stats, resume) and AMP flag.
+
+Losses (weights from the config): generator = adv (PatchAdversarialLoss) + fm * feature matching
+(L1 between discriminator features of real and fake) + rec * L1 inside the brain + kl * KL(style code).
+No perceptual term: the reference's comes from downloaded MedicalNet weights, which the project does
+not use; the discriminator's feature matching plays that role.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from contextlib import nullcontext
+
+import torch
+
+
+def _unwrap(net: torch.nn.Module) -> torch.nn.Module:
+    """The module inside DistributedDataParallel, so helper methods (condition) are reachable."""
+    return getattr(net, "module", net)
+
+
+def kl_loss(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, var) || N(0, 1)) summed over the code, averaged over the batch."""
+    return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)).mean()
+
+
+def feature_matching(fake_feats: list[list[torch.Tensor]], real_feats: list[list[torch.Tensor]]) -> torch.Tensor:
+    """Mean L1 between the discriminators' intermediate features for fake and (detached) real inputs."""
+    terms = [torch.nn.functional.l1_loss(f, r.detach()) for fd, rd in zip(fake_feats, real_feats) for f, r in zip(fd, rd)]
+    return torch.stack(terms).mean()
+
+
+def masked_l1(fake: torch.Tensor, real: torch.Tensor, pv: torch.Tensor) -> torch.Tensor:
+    """L1 weighted by the brain fraction (1 - background partial volume)."""
+    brain = 1.0 - pv[:, :1]
+    return ((fake - real).abs() * brain).sum() / brain.sum().clamp_min(1.0)
+
+
+class SPADEGANStep:
+    """Callable `(engine, batch) -> dict of floats` doing one generator and one discriminator update.
+
+    batch: {"pv": (B,10,...), "image": (B,1,...), "contrast": (B,) long}.
+    """
+
+    def __init__(self, generator, discriminator, g_optimizer, d_optimizer, adversarial_loss,
+                 lambda_adv: float = 1.0, lambda_fm: float = 10.0, lambda_rec: float = 10.0, lambda_kl: float = 0.05,
+                 amp: bool = False):
+        self.g, self.d = generator, discriminator
+        self.g_opt, self.d_opt = g_optimizer, d_optimizer
+        self.adv = adversarial_loss
+        self.w = {"adv": float(lambda_adv), "fm": float(lambda_fm), "rec": float(lambda_rec), "kl": float(lambda_kl)}
+        self.amp = bool(amp) and torch.cuda.is_available()
+        self.g_scaler = torch.amp.GradScaler("cuda") if self.amp else None
+        self.d_scaler = torch.amp.GradScaler("cuda") if self.amp else None
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
+
+    def _step(self, loss, opt, scaler):
+        opt.zero_grad(set_to_none=True)
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+
+    def __call__(self, engine, batch: dict) -> dict:
+        device = engine.state.device
+        pv = batch["pv"].to(device, non_blocking=True).float()
+        image = batch["image"].to(device, non_blocking=True).float()
+        contrast = torch.as_tensor(batch["contrast"]).to(device).long().reshape(-1)
+        self.g.train()
+        self.d.train()
+        cond = _unwrap(self.g).condition(pv, contrast)
+        real_in = torch.cat([image, cond], 1)
+
+        # generator update (discriminator grads computed here are discarded by the zero_grad below)
+        with self._autocast():
+            fake, mu, logvar = self.g(pv, contrast, image)
+            fake_out, fake_feats = self.d(torch.cat([fake, cond], 1))
+            with torch.no_grad():
+                _, real_feats = self.d(real_in)
+            adv = self.adv(fake_out, target_is_real=True, for_discriminator=False)
+            fm = feature_matching(fake_feats, real_feats)
+        rec = masked_l1(fake.float(), image, pv)
+        kl = kl_loss(mu.float(), logvar.float())
+        g_loss = self.w["adv"] * adv + self.w["fm"] * fm + self.w["rec"] * rec + self.w["kl"] * kl
+        self._step(g_loss, self.g_opt, self.g_scaler)
+
+        # discriminator update
+        with self._autocast():
+            d_fake, _ = self.d(torch.cat([fake.detach(), cond], 1))
+            d_real, _ = self.d(real_in)
+            d_loss = 0.5 * (self.adv(d_fake, target_is_real=False, for_discriminator=True)
+                            + self.adv(d_real, target_is_real=True, for_discriminator=True))
+        self._step(d_loss, self.d_opt, self.d_scaler)
+
+        out = {"g_loss": g_loss.item(), "d_loss": d_loss.item(), "adv": adv.item(), "fm": fm.item(),
+               "rec": rec.item(), "kl": kl.item()}
+        engine.state.metrics.update(out)  # TensorBoardStatsHandler / StatsHandler read them from here too
+        return out
+
+
+def latest_checkpoint(run_dir: str, pattern: str = "checkpoint_*.pt") -> str | None:
+    """Newest training checkpoint in `run_dir` (None if there is none): what a restarted run resumes from."""
+    files = glob.glob(os.path.join(str(run_dir), pattern))
+    return max(files, key=os.path.getmtime) if files else None
+
+
+def resume_handlers(run_dir: str, load_dict: dict, map_location=None, enabled: bool = True) -> list:
+    """[CheckpointLoader] for the newest checkpoint in run_dir, or [] on a fresh run."""
+    from monai.handlers import CheckpointLoader
+
+    path = latest_checkpoint(run_dir) if enabled else None
+    if path is None:
+        return []
+    print(f"resuming from {path}", flush=True)
+    return [CheckpointLoader(load_path=path, load_dict=load_dict, map_location=map_location)]
+
+
+def export_generator(checkpoint: str, output: str) -> str:
+    """Copy the generator weights out of a training checkpoint into a plain state dict file."""
+    from brainspade.io import _atomic_write
+
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = ckpt["generator"] if "generator" in ckpt else ckpt
+    state = {k: v.detach().clone().contiguous() for k, v in state.items()}
+    _atomic_write(output, lambda tmp: torch.save(state, tmp))
+    return output
