@@ -18,8 +18,9 @@ def table() -> str:
         res = json.loads(f.read_text())
         machine = res.pop("machine", "")
         name = res.pop("benchmark", f.stem)
-        body = ", ".join(f"{k}={v}" for k, v in res.items() if not isinstance(v, (dict, list)))
-        rows.append(f"| {name} | {body} | {machine} |")
+        for case in res.pop("cases", None) or [res]:
+            body = ", ".join(f"{k}={v}" for k, v in case.items() if not isinstance(v, (dict, list)))
+            rows.append(f"| {name} | {body} | {machine} |")
     return "\n".join(rows)
 
 

@@ -1,0 +1,294 @@
+"""The project's main workflow: label maps (label_ldm's sampler, or the user's `label_file`) -> SPADE images.
+
+Everything is checked before the first file is written (contrast, counts, seed, style image, label file,
+weights, label_ldm's conditioning and weights, output folder); every file is written atomically.
+Called from inference.yaml as `brainspade.cli.run_guarded(@scripts.inference.synthesise, ...)`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from brainspade.contrasts import CONTRASTS, check_contrasts
+from brainspade.errors import InputError
+from brainspade.io import load_nifti, prepare_output_dir, safe_id, save_json, save_nifti
+from brainspade.labels import check_int_labels, check_pv, int_to_pv, lesion_volumes_ml, normalise_pv, pv_to_int
+from brainspade.profiles import get_profile
+
+MIN_SIDE = 4  # a label map thinner than this is not a brain volume
+
+
+def _int_option(name: str, value: Any, lo: int, hi: int) -> int:
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    ok |= isinstance(value, float) and float(value).is_integer()
+    ok |= isinstance(value, str) and value.strip().isdigit()
+    if not ok:
+        raise InputError(f"{name}={value!r} is not an integer; accepted: {lo}..{hi}")
+    v = int(float(value))
+    if not lo <= v <= hi:
+        raise InputError(f"{name}={v} is out of range; accepted: {lo}..{hi}")
+    return v
+
+
+def _bool_option(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise InputError(f"{name}={value!r} is not accepted; accepted: true or false")
+
+
+def _optional_path(name: str, value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, (str, Path)):
+        raise InputError(f"{name}={value!r} is not a file path; accepted: a .nii or .nii.gz file")
+    return str(value)
+
+
+def load_generator(network: torch.nn.Module, path: str, device) -> torch.nn.Module:
+    """Load generator weights (plain state dict, or a training checkpoint's 'generator') with weights_only=True."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"generator weights {str(p)!r} do not exist; accepted: models/model.pt or a file written "
+                         "by train.yaml (run_dir/model.pt), given as --ckpt_path")
+    try:
+        state = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"generator weights {str(p)!r} cannot be read ({type(exc).__name__}); accepted: a state dict "
+                         "saved by train.yaml") from None
+    if isinstance(state, dict) and "generator" in state and isinstance(state["generator"], dict):
+        state = state["generator"]
+    try:
+        network.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise InputError(f"generator weights {str(p)!r} do not fit this network (other profile or channel widths?): "
+                         f"{str(exc).splitlines()[0][:160]}; accepted: weights trained with the same configs") from None
+    return network.to(device).eval()
+
+
+def _brain_of_pv(x):
+    return x[:1] < 0.5  # brain = voxels that are not mostly background
+
+
+def _nonzero(x):
+    return x > 0
+
+
+def _model_grid_transforms(profile, select_fn):
+    """User grid -> model grid: RAS, profile spacing, crop to the brain, pad/crop to the profile shape.
+
+    All MONAI invertible transforms, so the image made on the model grid goes back with `.inverse`.
+    Bilinear resampling of (one-hot) partial volumes keeps boundary fractions; padding is empty (zeros).
+    """
+    from monai import transforms as mt
+
+    return mt.Compose([
+        mt.Orientation(axcodes="RAS"),
+        mt.Spacing(pixdim=(profile.spacing_mm,) * 3, mode="bilinear", padding_mode="zeros"),
+        mt.CropForeground(select_fn=select_fn, margin=2, allow_smaller=True),
+        mt.ResizeWithPadOrCrop(spatial_size=profile.shape),
+    ])
+
+
+class LabelFile:
+    """A user's label map (integer codes or 10-channel partial volumes), checked and mapped onto the model grid.
+
+    `pv_model` (10, *profile.shape) is what the generator sees; `to_user_grid(image)` maps a model-grid image
+    back onto the user's grid and affine; `labels`/`affine` are the user's own.
+    """
+
+    def __init__(self, path: str, profile):
+        from monai.data import MetaTensor
+
+        data, affine = load_nifti(path, "label_file")
+        what = f"label_file {str(path)!r}"
+        if data.ndim == 4 and data.shape[0] == 1:
+            data = data[0]
+        if data.ndim == 3:
+            self.labels = check_int_labels(data, what)
+            pv = int_to_pv(self.labels)
+        else:
+            pv = check_pv(data, what)
+            self.labels = pv_to_int(pv)
+        if min(self.labels.shape) < MIN_SIDE:
+            raise InputError(f"{what} has shape {tuple(self.labels.shape)}; accepted: a 3D label volume with every "
+                             f"side >= {MIN_SIDE} voxels")
+        if not (pv[0] < 0.5).any():
+            raise InputError(f"{what} holds background only; accepted: a brain label map (codes 1..9)")
+        self.affine = affine
+        self.voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
+        self.pv_user = pv
+        self._xform = _model_grid_transforms(profile, _brain_of_pv)
+        pv_t = self._xform(MetaTensor(torch.from_numpy(pv), affine=torch.as_tensor(affine)))
+        self._affine_model = pv_t.affine.clone()
+        self._ops = [dict(op) for op in pv_t.applied_operations]
+        self.pv_model = normalise_pv(pv_t.numpy())
+
+    def to_user_grid(self, image: np.ndarray) -> np.ndarray:
+        """(X, Y, Z) model-grid image -> image on the user's grid (same shape as the user's label map)."""
+        from monai.data import MetaTensor
+
+        img = MetaTensor(torch.as_tensor(image, dtype=torch.float32)[None], affine=self._affine_model.clone(),
+                         applied_operations=[dict(op) for op in self._ops])
+        arr = np.asarray(self._xform.inverse(img)[0].cpu().numpy(), dtype=np.float32)
+        if arr.shape != self.labels.shape:  # MONAI restores the original shape; guard against silent mismatch
+            raise RuntimeError(f"inverse resampling gave shape {arr.shape}, expected {self.labels.shape}")
+        return arr
+
+
+def load_style_image(path: str, profile) -> torch.Tensor:
+    """Reference scan -> (1, 1, *shape) tensor on the model grid, brain intensities scaled so p99 = 1."""
+    from monai.data import MetaTensor
+
+    data, affine = load_nifti(path, "style_image")
+    if data.ndim == 4 and data.shape[0] == 1:
+        data = data[0]
+    if data.ndim != 3 or min(data.shape) < MIN_SIDE:
+        raise InputError(f"style_image {str(path)!r} has shape {tuple(data.shape)}; accepted: one 3D MRI volume")
+    img = MetaTensor(torch.from_numpy(data[None]), affine=torch.as_tensor(affine))
+    img = _model_grid_transforms(profile, _nonzero)(img)
+    arr = img.numpy()[0]
+    brain = arr[arr > 0]
+    if brain.size < 100:
+        raise InputError(f"style_image {str(path)!r} has (almost) no non-zero voxels; accepted: a skull-stripped "
+                         "brain MRI with background 0")
+    arr = np.clip(arr, 0, None) / float(np.percentile(brain, 99))
+    return torch.from_numpy(arr.astype(np.float32))[None, None]
+
+
+def _seed_for(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+@torch.no_grad()
+def generate_images(network, pv: np.ndarray, contrasts: list[str], z: torch.Tensor, device) -> dict[str, np.ndarray]:
+    """One label map, one style code -> {contrast: (X, Y, Z) image}."""
+    pv_t = torch.as_tensor(pv, dtype=torch.float32, device=device)[None]
+    out = {}
+    for c in contrasts:
+        idx = torch.tensor([CONTRASTS.index(c)], device=device)
+        out[c] = network.decode(pv_t, idx, z.to(device))[0, 0].float().cpu().numpy()
+    return out
+
+
+def synthesise(network: torch.nn.Module, ckpt_path: str, device, profile: str = "default", contrast: Any = "t1",
+               num_samples: Any = 1, seed: Any = 0, output_dir: Any = "output", overwrite: Any = False,
+               style_image: Any = None, label_file: Any = None,
+               label_sampler: Callable[[], Any] | None = None, model_version: str = "",
+               preview: Any = True) -> list[str]:
+    """Check everything, then write per sample `<id>_<contrast>.nii.gz`, `<id>_label.nii.gz`, `<id>.json`, `<id>.png`.
+
+    label_sampler: zero-argument callable giving label_ldm's `LabelSampler` (built from label_ldm's
+    inference.yaml); only called when no `label_file` is given.
+    """
+    t_start = time.perf_counter()
+    prof = get_profile(profile)
+    contrasts = check_contrasts(contrast)
+    n = _int_option("num_samples", num_samples, 1, 10000)
+    base_seed = _int_option("seed", seed, 0, 2**31 - 1)
+    overwrite = _bool_option("overwrite", overwrite)
+    preview = _bool_option("preview", preview)
+    if output_dir is None or not str(output_dir).strip():
+        raise InputError("output_dir is not set; accepted: a writable folder (--output_dir out/)")
+    style_path = _optional_path("style_image", style_image)
+    label_path = _optional_path("label_file", label_file)
+
+    style = load_style_image(style_path, prof) if style_path else None
+    user = LabelFile(label_path, prof) if label_path else None
+    network = load_generator(network, ckpt_path, device)
+    if tuple(network.input_shape) != tuple(prof.shape):
+        raise InputError(f"the generator's grid {tuple(network.input_shape)} is not profile {prof.name!r} "
+                         f"{tuple(prof.shape)}; accepted: weights and configs of one profile")
+
+    sampler = settings = None
+    if user is not None:
+        stem = Path(label_path).name.split(".")[0]
+        stem = safe_id(stem if stem and stem[0].isalnum() else "label")
+        ids = [stem] if n == 1 else [f"{stem}-{i:03d}" for i in range(n)]
+    else:
+        if label_sampler is None:
+            raise InputError("no label source: give --label_file PATH, or keep the label_ldm bundle beside this one")
+        sampler = label_sampler()
+        settings = sampler.settings(num_samples=n, seed=base_seed)  # checks conditioning + label_ldm weights
+        ids = sampler.sample_ids(settings)
+    planned = [name for sid in ids for name in
+               [f"{sid}_{c}.nii.gz" for c in contrasts] + [f"{sid}_label.nii.gz", f"{sid}.json"]
+               + ([f"{sid}.png"] if preview else [])]
+    out = prepare_output_dir(output_dir, planned, overwrite)
+
+    if user is not None:
+        source = ({"id": sid, "index": i, "pv": user.pv_model} for i, sid in enumerate(ids))
+    else:
+        source = sampler.iter_samples(num_samples=n, seed=base_seed)
+
+    written = []
+    for i, smp in enumerate(source):
+        t0 = time.perf_counter()
+        sid = ids[i]
+        pv = np.asarray(smp["pv"], dtype=np.float32)
+        if pv.shape[1:] != tuple(prof.shape):
+            raise InputError(f"label map grid {pv.shape[1:]} does not match profile {prof.name!r} {tuple(prof.shape)}; "
+                             "accepted: label_ldm and brainspade3d run with the same --profile")
+        style_seed = None
+        if style is not None:
+            z = network.encode(style.to(device))[0].cpu()  # the style code's mean: deterministic
+        else:
+            style_seed = _seed_for(base_seed, i, 7919)
+            z = network.sample_z(1, generator=torch.Generator().manual_seed(style_seed))
+        images = generate_images(network, pv, contrasts, z, device)
+        if user is not None:
+            images = {c: user.to_user_grid(img) for c, img in images.items()}
+            labels, affine = user.labels, user.affine
+            achieved = lesion_volumes_ml(user.pv_user, user.voxel_mm3)
+            requested = None
+        else:
+            labels = np.asarray(smp["labels"], dtype=np.int16)
+            affine = np.asarray(smp["affine"], dtype=np.float64)
+            achieved, requested = smp.get("achieved"), smp.get("requested")
+        files = {c: f"{sid}_{c}.nii.gz" for c in contrasts}
+        files["label"] = f"{sid}_label.nii.gz"
+        for c in contrasts:
+            save_nifti(out / files[c], images[c], affine)
+        save_nifti(out / files["label"], labels, affine, dtype=np.int16)
+        if preview:
+            from brainspade.preview import save_preview
+
+            save_preview(out / f"{sid}.png", images, labels, title=f"{sid} (synthetic)")
+            files["preview"] = f"{sid}.png"
+        side = {
+            "id": sid, "synthetic": True, "seed": base_seed, "index": i, "contrast": contrasts,
+            "label_source": "label_file" if user is not None else "label_ldm",
+            "label_file": str(Path(label_path).resolve()) if user is not None else None,
+            "requested_ml": requested, "achieved_ml": {k: round(float(v), 4) for k, v in (achieved or {}).items()},
+            "style": {"image": str(Path(style_path).resolve())} if style is not None else {"sampled": True, "seed": style_seed},
+            "models": {"brainspade3d": model_version,
+                       **({"label_ldm": smp.get("model_version", "")} if user is None else {})},
+            "profile": prof.name, "affine": np.asarray(affine).tolist(), "shape": list(labels.shape),
+            "files": files, "time_s": round(time.perf_counter() - t0 + float(smp.get("time_s", 0.0)), 3),
+        }
+        if user is None:
+            side["label_ldm"] = {k: smp.get(k) for k in ("seed", "base_seed", "sampler", "steps", "guidance_scale",
+                                                         "verified", "retries", "requested_source") if k in smp}
+        written.append(str(save_json(out / f"{sid}.json", side)))
+        print(f"{sid}: {', '.join(contrasts)} -> {out} ({side['time_s']:.1f} s)", flush=True)
+    print(f"wrote {len(written)} sample(s) to {out} in {time.perf_counter() - t_start:.1f} s", flush=True)
+    return written
+
+
+def bundle_parser(config: dict, overrides: dict):
+    """A MONAI ConfigParser over another bundle config (already read), with ids overridden.
+
+    This is how the chain reuses label_ldm's inference.yaml and this bundle's common.yaml without copying them.
+    """
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser(config)
+    parser.update(dict(overrides))
+    return parser
