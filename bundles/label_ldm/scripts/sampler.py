@@ -79,8 +79,9 @@ class LabelSampler:
 
     Settings come from the config (ids of the same names) and may be overridden per call:
     `sampler(num_samples=2, seed=1, tumour_ml=30)` -> list of dicts with keys
-    id, pv (10, X, Y, Z float32), labels (X, Y, Z int16), affine (4x4), requested, requested_source, achieved,
-    achieved_labels, raw_achieved, verified, retries, sampler, steps, guidance_scale, seed, base_seed, index,
+    id, pv (10, X, Y, Z float32), labels (X, Y, Z int16), affine (4x4), requested, requested_source,
+    achieved (lesion mL in the integer label map), achieved_pv (sum of PV fractions), raw_achieved (label-map mL
+    before the lesion clean-up), verified, retries, sampler, steps, guidance_scale, seed, base_seed, index,
     model_version, profile, time_s (+ cleanup amounts). `iter_samples(...)` yields them one at a time.
     """
 
@@ -197,21 +198,21 @@ class LabelSampler:
                 noise_seed = int(np.random.SeedSequence([s["seed"], i, attempt]).generate_state(1)[0])
                 raw = self._attempt(cond, noise_seed, s)
                 pv, cleanup = clean_lesions(raw, req_map, profile.voxel_mm3)
-                achieved = lesion_volumes_ml(pv, profile.voxel_mm3)
+                labels = pv_to_int(pv)
+                achieved = lesion_volumes_ml(labels, profile.voxel_mm3)  # what the saved label map holds
                 ok, score = self._verify(requested, achieved)
                 if self.verbose:
                     print(f"{sid} attempt {attempt}: achieved {_round(achieved)} {'ok' if ok else 'off'}", flush=True)
                 if best is None or score < best[0]:
-                    best = (score, ok, attempt, noise_seed, raw, pv, cleanup, achieved)
+                    best = (score, ok, attempt, noise_seed, raw, pv, labels, cleanup, achieved)
                 if ok:
                     break
-            _, ok, used, noise_seed, raw, pv, cleanup, achieved = best
-            labels = pv_to_int(pv)
+            _, ok, used, noise_seed, raw, pv, labels, cleanup, achieved = best
             yield {
                 "id": sid, "pv": pv.astype(np.float32), "labels": labels, "affine": profile.affine,
                 "requested": _round(req_map), "requested_source": source, "achieved": _round(achieved),
-                "achieved_labels": _round(lesion_volumes_ml(labels, profile.voxel_mm3)),
-                "raw_achieved": _round(lesion_volumes_ml(raw, profile.voxel_mm3)), **cleanup,
+                "achieved_pv": _round(lesion_volumes_ml(pv, profile.voxel_mm3)),
+                "raw_achieved": _round(lesion_volumes_ml(pv_to_int(raw), profile.voxel_mm3)), **cleanup,
                 "verified": ok, "retries": attempt, "attempt_used": used, "sampler": s["sampling"],
                 "steps": s["steps"], "guidance_scale": s["guidance_scale"], "seed": noise_seed,
                 "base_seed": s["seed"], "index": i, "model_version": self.meta["version"], "profile": profile.name,

@@ -1,0 +1,45 @@
+"""Run project commands as a user would (subprocess) and check how they fail."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cmd(args: list[str], cwd: Path | str = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def bundle_cmd(bundle: str, configs: list[str], **overrides) -> list[str]:
+    files = [str(ROOT / "bundles" / bundle / "configs" / c) for c in configs]
+    cfg = files[0] if len(files) == 1 else repr(files)
+    args = ["-m", "monai.bundle", "run", "--config_file", cfg]
+    for k, v in overrides.items():
+        args += [f"--{k}", str(v)]
+    return args
+
+
+def files_under(path: Path | str) -> list[str]:
+    p = Path(path)
+    return sorted(str(f.relative_to(p)) for f in p.rglob("*") if f.is_file()) if p.exists() else []
+
+
+def assert_clean_failure(res: subprocess.CompletedProcess, pattern: str, out_dir: Path | str | None = None,
+                         before: list[str] | None = None) -> str:
+    """Non-zero exit, one `error:` line naming the problem, no traceback, nothing (new) written."""
+    import re
+
+    err = res.stderr.strip()
+    assert res.returncode != 0, f"expected failure, got rc 0\n{res.stdout[-2000:]}"
+    assert "Traceback" not in err, f"traceback instead of a clear error:\n{err[-3000:]}"
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, f"expected one 'error:' line, got:\n{err[-3000:]}"
+    assert re.search(pattern, lines[0]), f"{lines[0]!r} does not match {pattern!r}"
+    if out_dir is not None:
+        assert files_under(out_dir) == (before or []), f"partial output left in {out_dir}: {files_under(out_dir)}"
+    return lines[0]
