@@ -7,6 +7,9 @@ Called from inference.yaml as `brainspade.cli.run_guarded(@scripts.inference.syn
 
 from __future__ import annotations
 
+import copy
+import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,8 +23,10 @@ from brainspade.errors import InputError
 from brainspade.io import load_nifti, prepare_output_dir, safe_id, save_json, save_nifti
 from brainspade.labels import check_int_labels, check_pv, int_to_pv, lesion_volumes_ml, normalise_pv, pv_to_int
 from brainspade.profiles import get_profile
+from brainspade.sharding import pending, sample_id, sample_seed, shard_indices, write_datalist
 
 MIN_SIDE = 4  # a label map thinner than this is not a brain volume
+STYLE_STREAM = 7919  # style seed of a sample = sample_seed(sample's seed, STYLE_STREAM): independent of its noise
 
 
 def _int_option(name: str, value: Any, lo: int, hi: int) -> int:
@@ -128,7 +133,7 @@ class LabelFile:
         self._xform = _model_grid_transforms(profile, _brain_of_pv)
         pv_t = self._xform(MetaTensor(torch.from_numpy(pv), affine=torch.as_tensor(affine)))
         self._affine_model = pv_t.affine.clone()
-        self._ops = [dict(op) for op in pv_t.applied_operations]
+        self._ops = copy.deepcopy(list(pv_t.applied_operations))
         self.pv_model = normalise_pv(pv_t.numpy())
 
     def to_user_grid(self, image: np.ndarray) -> np.ndarray:
@@ -136,7 +141,7 @@ class LabelFile:
         from monai.data import MetaTensor
 
         img = MetaTensor(torch.as_tensor(image, dtype=torch.float32)[None], affine=self._affine_model.clone(),
-                         applied_operations=[dict(op) for op in self._ops])
+                         applied_operations=copy.deepcopy(self._ops))  # inverse pops from them
         arr = np.asarray(self._xform.inverse(img)[0].cpu().numpy(), dtype=np.float32)
         if arr.shape != self.labels.shape:  # MONAI restores the original shape; guard against silent mismatch
             raise RuntimeError(f"inverse resampling gave shape {arr.shape}, expected {self.labels.shape}")
@@ -163,10 +168,6 @@ def load_style_image(path: str, profile) -> torch.Tensor:
     return torch.from_numpy(arr.astype(np.float32))[None, None]
 
 
-def _seed_for(*parts: int) -> int:
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
-
-
 @torch.no_grad()
 def generate_images(network, pv: np.ndarray, contrasts: list[str], z: torch.Tensor, device) -> dict[str, np.ndarray]:
     """One label map, one style code -> {contrast: (X, Y, Z) image}."""
@@ -178,25 +179,103 @@ def generate_images(network, pv: np.ndarray, contrasts: list[str], z: torch.Tens
     return out
 
 
+def default_device() -> torch.device:
+    """CUDA when present (under torchrun: the process's own GPU, LOCAL_RANK), else CPU."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()}")
+
+
+def resolve_shard(shard: Any = None, num_shards: Any = None) -> tuple[int, int]:
+    """(shard, num_shards) from the options, else from torchrun's RANK/WORLD_SIZE, else (0, 1)."""
+    if shard is None and num_shards is None:
+        shard, num_shards = os.environ.get("RANK", 0), os.environ.get("WORLD_SIZE", 1)
+        where = "RANK/WORLD_SIZE"
+    else:
+        shard, num_shards = (0 if shard is None else shard), (1 if num_shards is None else num_shards)
+        where = "--shard/--num_shards"
+    n = _int_option("num_shards", num_shards, 1, 4096)
+    try:
+        i = _int_option("shard", shard, 0, n - 1)
+    except InputError:
+        raise InputError(f"shard={shard!r} is not accepted for num_shards={n} ({where}); accepted: 0..{n - 1}") from None
+    return i, n
+
+
+def sample_files(sid: str, contrasts: list[str], preview: bool) -> list[str]:
+    """A sample's files; its sidecar JSON comes last (written last: it marks the sample complete)."""
+    return ([f"{sid}_{c}.nii.gz" for c in contrasts] + [f"{sid}_label.nii.gz"]
+            + ([f"{sid}.png"] if preview else []) + [f"{sid}.json"])
+
+
+def complete_sample(out: Path, sid: str, contrasts: list[str], preview: bool, expect: dict) -> bool:
+    """True when `sid` was finished by an earlier run with the same settings (resume skips it).
+
+    A sample without a readable sidecar is unfinished (a killed run) and is made again. A finished one
+    made with other settings (seed, profile, label source, missing contrasts) is refused rather than
+    mixed into this dataset.
+    """
+    if not (out / f"{sid}.json").is_file():
+        return False
+    try:
+        side = json.loads((out / f"{sid}.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    for key, val in expect.items():
+        if side.get(key) != val:
+            raise InputError(f"output_dir {str(out)!r} already holds {sid} made with {key}={side.get(key)!r}, not "
+                             f"{val!r}; accepted: the same settings to resume, a new folder, or --overwrite true")
+    missing = [c for c in contrasts if c not in (side.get("contrast") or [])]
+    if missing:
+        raise InputError(f"output_dir {str(out)!r} already holds {sid} without contrast {missing[0]!r}; accepted: the "
+                         "same --contrast to resume, a new folder, or --overwrite true")
+    return all((out / f).is_file() for f in sample_files(sid, contrasts, preview))
+
+
+def merge_datalist(output_dir: Any, num_samples: Any = 1, first_index: Any = 0) -> Path:
+    """Write `<output_dir>/datalist.json` once every sample first_index..first_index+num_samples-1 is complete."""
+    out = Path(str(output_dir))
+    n = _int_option("num_samples", num_samples, 1, 10_000_000)
+    first = _int_option("first_index", first_index, 0, 10**9)
+    todo = pending(out, list(range(first, first + n)))
+    if todo:
+        raise InputError(f"output_dir {str(out)!r} lacks {len(todo)} of {n} samples (first missing: {sample_id(todo[0])}); "
+                         "accepted: --merge once every shard has finished (rerun the missing shards, they resume)")
+    path = write_datalist(out)
+    print(f"datalist of {n} sample(s): {path}", flush=True)
+    return path
+
+
 def synthesise(network: torch.nn.Module, ckpt_path: str, device, profile: str = "default", contrast: Any = "t1",
                num_samples: Any = 1, seed: Any = 0, output_dir: Any = "output", overwrite: Any = False,
                style_image: Any = None, label_file: Any = None,
                label_sampler: Callable[[], Any] | None = None, model_version: str = "",
-               preview: Any = True) -> list[str]:
-    """Check everything, then write per sample `<id>_<contrast>.nii.gz`, `<id>_label.nii.gz`, `<id>.json`, `<id>.png`.
+               preview: Any = True, shard: Any = None, num_shards: Any = None, first_index: Any = 0,
+               resume: Any = None, merge: Any = False) -> list[str]:
+    """Check everything, then write per sample `<id>_<contrast>.nii.gz`, `<id>_label.nii.gz`, `<id>.png`, `<id>.json`.
 
+    Sample k (first_index <= k < first_index + num_samples) has id `sample-<k:06d>` and seed
+    `brainspade.sharding.sample_seed(seed, k)`, whatever the shard count, so any split over processes
+    (`shard`/`num_shards`, or torchrun's RANK/WORLD_SIZE) gives the same samples. `resume` (default: on
+    when sharded) skips finished samples. The process that finishes the last sample writes
+    `datalist.json`; `merge=True` only writes it (after checking every sample exists).
     label_sampler: zero-argument callable giving label_ldm's `LabelSampler` (built from label_ldm's
     inference.yaml); only called when no `label_file` is given.
     """
     t_start = time.perf_counter()
-    prof = get_profile(profile)
-    contrasts = check_contrasts(contrast)
-    n = _int_option("num_samples", num_samples, 1, 10000)
-    base_seed = _int_option("seed", seed, 0, 2**31 - 1)
-    overwrite = _bool_option("overwrite", overwrite)
-    preview = _bool_option("preview", preview)
     if output_dir is None or not str(output_dir).strip():
         raise InputError("output_dir is not set; accepted: a writable folder (--output_dir out/)")
+    if _bool_option("merge", merge):
+        return [str(merge_datalist(output_dir, num_samples, first_index))]
+    prof = get_profile(profile)
+    contrasts = check_contrasts(contrast)
+    n = _int_option("num_samples", num_samples, 1, 10_000_000)
+    base_seed = _int_option("seed", seed, 0, 2**31 - 1)
+    first = _int_option("first_index", first_index, 0, 10**9)
+    overwrite = _bool_option("overwrite", overwrite)
+    preview = _bool_option("preview", preview)
+    shard_i, shards = resolve_shard(shard, num_shards)
+    resume = shards > 1 if resume is None else _bool_option("resume", resume)
     style_path = _optional_path("style_image", style_image)
     label_path = _optional_path("label_file", label_file)
 
@@ -207,31 +286,37 @@ def synthesise(network: torch.nn.Module, ckpt_path: str, device, profile: str = 
         raise InputError(f"the generator's grid {tuple(network.input_shape)} is not profile {prof.name!r} "
                          f"{tuple(prof.shape)}; accepted: weights and configs of one profile")
 
-    sampler = settings = None
+    indices = shard_indices(n, shards, shard_i, first)
+    sampler = None
     if user is not None:
         stem = Path(label_path).name.split(".")[0]
         stem = safe_id(stem if stem and stem[0].isalnum() else "label")
-        ids = [stem] if n == 1 else [f"{stem}-{i:03d}" for i in range(n)]
+        ids = {k: stem if n == 1 else f"{stem}-{k:06d}" for k in indices}
     else:
         if label_sampler is None:
             raise InputError("no label source: give --label_file PATH, or keep the label_ldm bundle beside this one")
         sampler = label_sampler()
-        settings = sampler.settings(num_samples=n, seed=base_seed)  # checks conditioning + label_ldm weights
-        ids = sampler.sample_ids(settings)
-    planned = [name for sid in ids for name in
-               [f"{sid}_{c}.nii.gz" for c in contrasts] + [f"{sid}_label.nii.gz", f"{sid}.json"]
-               + ([f"{sid}.png"] if preview else [])]
+        sampler.settings(num_samples=1, seed=base_seed)  # checks conditioning + label_ldm weights up front
+        ids = {k: sample_id(k) for k in indices}
+    expect = {"base_seed": base_seed, "profile": prof.name, "label_source": "label_file" if user else "label_ldm",
+              "style_image": str(Path(style_path).resolve()) if style_path else None}
+    out = Path(str(output_dir))
+    todo = [k for k in indices if overwrite or not resume or not out.is_dir()
+            or not complete_sample(out, ids[k], contrasts, preview, expect)]
+    planned = [] if resume else [f for k in todo for f in sample_files(ids[k], contrasts, preview)]
     out = prepare_output_dir(output_dir, planned, overwrite)
-
-    if user is not None:
-        source = ({"id": sid, "index": i, "pv": user.pv_model} for i, sid in enumerate(ids))
-    else:
-        source = sampler.iter_samples(num_samples=n, seed=base_seed)
+    if len(todo) < len(indices):
+        print(f"resuming: {len(indices) - len(todo)} of {len(indices)} sample(s) of shard {shard_i}/{shards} "
+              "already complete", flush=True)
 
     written = []
-    for i, smp in enumerate(source):
+    for k in todo:
         t0 = time.perf_counter()
-        sid = ids[i]
+        sid, s_seed = ids[k], sample_seed(base_seed, k)
+        if user is not None:
+            smp = {"pv": user.pv_model}
+        else:
+            smp = next(sampler.iter_samples(num_samples=1, seed=s_seed))
         pv = np.asarray(smp["pv"], dtype=np.float32)
         if pv.shape[1:] != tuple(prof.shape):
             raise InputError(f"label map grid {pv.shape[1:]} does not match profile {prof.name!r} {tuple(prof.shape)}; "
@@ -240,7 +325,7 @@ def synthesise(network: torch.nn.Module, ckpt_path: str, device, profile: str = 
         if style is not None:
             z = network.encode(style.to(device))[0].cpu()  # the style code's mean: deterministic
         else:
-            style_seed = _seed_for(base_seed, i, 7919)
+            style_seed = sample_seed(s_seed, STYLE_STREAM)
             z = network.sample_z(1, generator=torch.Generator().manual_seed(style_seed))
         images = generate_images(network, pv, contrasts, z, device)
         if user is not None:
@@ -263,22 +348,27 @@ def synthesise(network: torch.nn.Module, ckpt_path: str, device, profile: str = 
             save_preview(out / f"{sid}.png", images, labels, title=f"{sid} (synthetic)")
             files["preview"] = f"{sid}.png"
         side = {
-            "id": sid, "synthetic": True, "seed": base_seed, "index": i, "contrast": contrasts,
-            "label_source": "label_file" if user is not None else "label_ldm",
+            "id": sid, "synthetic": True, "index": k, "seed": s_seed, "base_seed": base_seed, "contrast": contrasts,
+            "label_source": expect["label_source"],
             "label_file": str(Path(label_path).resolve()) if user is not None else None,
-            "requested_ml": requested, "achieved_ml": {k: round(float(v), 4) for k, v in (achieved or {}).items()},
-            "style": {"image": str(Path(style_path).resolve())} if style is not None else {"sampled": True, "seed": style_seed},
+            "requested": requested, "achieved": {key: round(float(v), 4) for key, v in (achieved or {}).items()},
+            "style_image": expect["style_image"], "style_seed": style_seed,
             "models": {"brainspade3d": model_version,
                        **({"label_ldm": smp.get("model_version", "")} if user is None else {})},
             "profile": prof.name, "affine": np.asarray(affine).tolist(), "shape": list(labels.shape),
-            "files": files, "time_s": round(time.perf_counter() - t0 + float(smp.get("time_s", 0.0)), 3),
+            "files": files, "shard": [shard_i, shards],
+            "time_s": round(time.perf_counter() - t0, 3),
         }
         if user is None:
-            side["label_ldm"] = {k: smp.get(k) for k in ("seed", "base_seed", "sampler", "steps", "guidance_scale",
-                                                         "verified", "retries", "requested_source") if k in smp}
-        written.append(str(save_json(out / f"{sid}.json", side)))
+            side["label_ldm"] = {key: smp.get(key) for key in (
+                "seed", "sampler", "steps", "guidance_scale", "verified", "retries", "requested_source",
+                "achieved_pv", "time_s") if key in smp}
+        written.append(str(save_json(out / f"{sid}.json", side)))  # last: marks the sample complete
         print(f"{sid}: {', '.join(contrasts)} -> {out} ({side['time_s']:.1f} s)", flush=True)
     print(f"wrote {len(written)} sample(s) to {out} in {time.perf_counter() - t_start:.1f} s", flush=True)
+    if user is None and not pending(out, list(range(first, first + n))):
+        # every sample exists: whichever process finishes last writes the datalist (same content if two race)
+        print(f"datalist: {write_datalist(out)}", flush=True)
     return written
 
 
