@@ -1,1 +1,148 @@
-evaluate = None
+"""Evaluation of the label LDM: autoencoder reconstruction, conditioning accuracy, realism, diversity.
+
+Metrics come from MONAI (`compute_dice`, `MultiScaleSSIMMetric`) and SciPy (`spearmanr`, `wasserstein_distance`);
+this module only arranges the data for them.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.metrics import MultiScaleSSIMMetric, compute_dice
+from scipy.stats import spearmanr, wasserstein_distance
+
+from brainspade.errors import InputError
+from brainspade.io import load_nifti, save_json
+from brainspade.labels import CONDITION_KEYS, LABELS, NUM_LABELS, int_to_pv, pv_to_int, tissue_volumes_ml
+from brainspade.profiles import get_profile
+
+from .data import load_datalist, pv_condition_ml
+from .training import load_weights
+
+
+@torch.no_grad()
+def reconstruction_dice(autoencoder, autoencoder_path: str, items: list[dict], device) -> dict:
+    """Per-label Dice of argmax(decode(encode(pv))) vs the subject's labels (mean over subjects where present)."""
+    load_weights(autoencoder, autoencoder_path, "autoencoder", "cpu", "autoencoder weights")
+    ae = autoencoder.to(device).eval()
+    scores = []
+    for item in items:
+        pv, _ = load_nifti(item["pv"], "partial-volume map")
+        z_mu, _ = ae.encode(torch.from_numpy(pv)[None].to(device))
+        rec = torch.softmax(ae.decode(z_mu).float(), 1)[0].cpu().numpy()
+        y_pred = torch.from_numpy(int_to_pv(pv_to_int(rec)))[None]
+        y = torch.from_numpy(int_to_pv(pv_to_int(pv)))[None]
+        scores.append(compute_dice(y_pred, y, include_background=True, ignore_empty=True)[0].numpy())
+    arr = np.stack(scores)
+    return {lab.key: (None if np.all(np.isnan(arr[:, lab.code])) else round(float(np.nanmean(arr[:, lab.code])), 4))
+            for lab in LABELS}
+
+
+def conditioning_metrics(samples: list[dict], presence_fraction: float = 0.2, false_ml: float = 0.1) -> dict:
+    """Per lesion type: Spearman(requested, achieved), median relative error, presence rate, false-lesion rate."""
+    out = {}
+    for k in CONDITION_KEYS:
+        req = np.array([s["requested"][k] for s in samples])
+        ach = np.array([s["achieved"][k] for s in samples])
+        raw = np.array([s["raw_achieved"][k] for s in samples])
+        pos = req > 0
+        m: dict[str, Any] = {"n_requested": int(pos.sum()), "n_zero": int((~pos).sum())}
+        if pos.sum() >= 3 and np.ptp(req[pos]) > 0:
+            rho = spearmanr(req[pos], ach[pos]).statistic
+            m["spearman"] = None if np.isnan(rho) else round(float(rho), 4)
+        else:
+            m["spearman"] = None
+        m["median_rel_error"] = round(float(np.median(np.abs(ach[pos] - req[pos]) / req[pos])), 4) if pos.any() else None
+        m["presence_rate"] = round(float(np.mean(ach[pos] >= presence_fraction * req[pos])), 4) if pos.any() else None
+        # false lesions are counted before the clean-up that removes unrequested lesion types
+        m["false_lesion_rate_raw"] = round(float(np.mean(raw[~pos] > false_ml)), 4) if (~pos).any() else None
+        m["false_lesion_rate"] = round(float(np.mean(ach[~pos] > false_ml)), 4) if (~pos).any() else None
+        out[k] = m
+    return out
+
+
+def volume_wasserstein(samples: list[dict], train_items: list[dict], voxel_mm3: float) -> dict:
+    """Per-tissue Wasserstein distance (mL) between generated and training label-map volume distributions."""
+    gen = [tissue_volumes_ml(s["labels"], voxel_mm3) for s in samples]
+    ref = []
+    for item in train_items:
+        pv, _ = load_nifti(item["pv"], "partial-volume map")
+        ref.append(tissue_volumes_ml(pv_to_int(pv), voxel_mm3))
+    return {lab.key: round(float(wasserstein_distance([g[lab.key] for g in gen], [r[lab.key] for r in ref])), 4)
+            for lab in LABELS}
+
+
+def ms_ssim_diversity(samples: list[dict]) -> dict:
+    """1 - mean MS-SSIM between consecutive pairs of generated PV maps (higher = more diverse)."""
+    if len(samples) < 2:
+        return {"ms_ssim_mean": None, "diversity": None, "pairs": 0}
+    metric = MultiScaleSSIMMetric(spatial_dims=3, data_range=1.0, kernel_size=5, weights=(0.3, 0.3, 0.4))
+    vals = []
+    for a, b in zip(samples[:-1], samples[1:]):
+        vals.append(float(metric(torch.from_numpy(a["pv"])[None], torch.from_numpy(b["pv"])[None]).mean()))
+    mean = float(np.mean(vals))
+    return {"ms_ssim_mean": round(mean, 4), "diversity": round(1.0 - mean, 4), "pairs": len(vals)}
+
+
+def evaluation_requests(sampler, items: list[dict], voxel_mm3: float, n: int) -> list[dict]:
+    """Conditioning requests from held-out subjects' lesion volumes, clipped into the trained range."""
+    sampler.load()
+    space = sampler.space
+    reqs = []
+    for item in items:
+        vols = pv_condition_ml(load_nifti(item["pv"], "partial-volume map")[0], voxel_mm3)
+        req = {}
+        for k, v in zip(CONDITION_KEYS, vols):
+            r = space.ranges[k]
+            req[k] = 0.0 if (v <= 0.05 or r is None) else float(np.clip(v, r[0], r[1]))
+        try:
+            space.check_combination(req)
+        except InputError:
+            req = {k: None for k in CONDITION_KEYS}  # an unseen combination: draw one instead
+        reqs.append(req)
+    return [reqs[i % len(reqs)] for i in range(n)] if reqs else [{k: None for k in CONDITION_KEYS}] * n
+
+
+def evaluate(sampler, autoencoder, autoencoder_path: str, datalist: str, output_file: str, profile: str = "default",
+             device="cpu", num_samples: int = 20, seed: int = 1000, eval_split: str = "validation",
+             limit: int | None = None, train_limit: int | None = None, overwrite: bool = False) -> dict:
+    """Run every evaluation, print a summary and save it as JSON (refuses to overwrite unless asked)."""
+    out_path = Path(output_file)
+    if out_path.exists() and not overwrite:
+        raise InputError(f"output_file {str(out_path)!r} exists; accepted: a new path or --overwrite true")
+    prof = get_profile(profile)
+    eval_items = load_datalist(datalist, eval_split, ("pv",), limit)
+    train_items = load_datalist(datalist, "training", ("pv",), train_limit)
+    sampler.load()
+    t0 = time.perf_counter()
+    result: dict[str, Any] = {"profile": prof.name, "datalist": str(datalist), "split": eval_split}
+    result["reconstruction_dice"] = reconstruction_dice(autoencoder, autoencoder_path, eval_items, device)
+    t1 = time.perf_counter()
+    samples = []
+    for i, req in enumerate(evaluation_requests(sampler, eval_items, prof.voxel_mm3, num_samples)):
+        samples.extend(sampler(num_samples=1, seed=seed + i, **req))
+    t2 = time.perf_counter()
+    result["conditioning"] = conditioning_metrics(samples)
+    result["volume_wasserstein_ml"] = volume_wasserstein(samples, train_items, prof.voxel_mm3)
+    result["diversity"] = ms_ssim_diversity(samples)
+    result["sampling"] = {"sampler": samples[0]["sampler"], "steps": samples[0]["steps"],
+                          "guidance_scale": samples[0]["guidance_scale"], "num_samples": len(samples),
+                          "mean_time_s": round((t2 - t1) / len(samples), 3),
+                          "verified_rate": round(float(np.mean([s["verified"] for s in samples])), 4),
+                          "mean_retries": round(float(np.mean([s["retries"] for s in samples])), 3)}
+    result["samples"] = [{k: s[k] for k in ("id", "seed", "requested", "achieved", "raw_achieved", "retries", "verified")}
+                         for s in samples]
+    result["time_s"] = {"reconstruction": round(t1 - t0, 1), "sampling": round(t2 - t1, 1),
+                        "total": round(time.perf_counter() - t0, 1)}
+    save_json(out_path, result)
+    print("reconstruction Dice:", result["reconstruction_dice"])
+    for k, m in result["conditioning"].items():
+        print(f"{k}: {m}")
+    print("volume Wasserstein (mL):", result["volume_wasserstein_ml"])
+    print("diversity:", result["diversity"], "| sampling:", result["sampling"])
+    print(f"saved {out_path}")
+    return result
