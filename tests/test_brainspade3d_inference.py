@@ -1,0 +1,210 @@
+"""brainspade3d's main command on tiny configs: the chain after label_ldm, outputs, label_file and style_image
+modes, sharded + resumable generation, the metadata shapes and the paper profile."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser
+
+from brainspade3d_helpers import CONFIGS, TINY, common_parser, make_tiny_chain, one_torch_thread, run_inference
+from brainspade.labels import NUM_LABELS
+from brainspade.profiles import get_profile
+
+
+_one_thread = pytest.fixture(scope="module", autouse=True)(one_torch_thread)
+
+
+@pytest.fixture(scope="module")
+def chain(tiny_phantoms, tmp_path_factory):
+    return make_tiny_chain(tiny_phantoms, tmp_path_factory.mktemp("b3d_weights"))
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_file())
+
+
+def test_chained_inference_writes_pairs_of_several_contrasts(chain, tmp_path):
+    out = tmp_path / "out"
+    run_inference(chain, output_dir=str(out), contrast="t1,flair", num_samples=2, seed=3)
+    ids = ["sample-000000", "sample-000001"]
+    expected = sorted([f"{i}{s}" for i in ids for s in ("_t1.nii.gz", "_flair.nii.gz", "_label.nii.gz", ".json", ".png")]
+                      + ["datalist.json"])
+    assert _files(out) == expected
+    prof = get_profile("tiny")
+    side = json.loads((out / "sample-000001.json").read_text())
+    assert side["synthetic"] is True and side["contrast"] == ["t1", "flair"] and side["base_seed"] == 3
+    assert set(side["requested"]) == set(side["achieved"]) == {"wmh_ml", "tumour_ml", "oedema_ml", "enhancing_ml"}
+    assert side["models"]["brainspade3d"] and "label_ldm" in side["models"] and side["label_source"] == "label_ldm"
+    lab = nib.load(str(out / "sample-000001_label.nii.gz"))
+    labels = np.asarray(lab.dataobj)
+    assert labels.shape == prof.shape and labels.min() >= 0 and labels.max() < NUM_LABELS
+    np.testing.assert_allclose(lab.affine, prof.affine)
+    t1, flair = (nib.load(str(out / f"sample-000001_{c}.nii.gz")) for c in ("t1", "flair"))
+    for img in (t1, flair):
+        assert img.shape == prof.shape
+        np.testing.assert_allclose(img.affine, lab.affine)
+        assert np.isfinite(img.get_fdata()).all()
+    # one label map, two contrasts: the contrast condition changes the image
+    assert not np.allclose(t1.get_fdata(), flair.get_fdata())
+    dl = json.loads((out / "datalist.json").read_text())["training"]
+    assert [e["id"] for e in dl] == ids and dl[0]["t1"] == "sample-000000_t1.nii.gz" and dl[0]["synthetic"]
+
+
+def _content(folder: Path) -> dict:
+    """Everything a sample holds except timings and the shard that made it."""
+    out = {}
+    for p in sorted(folder.glob("sample-*")):
+        if p.suffix == ".json":
+            d = json.loads(p.read_text())
+            for k in ("time_s", "shard"):
+                d.pop(k)
+            d["label_ldm"].pop("time_s", None)
+            out[p.name] = d
+        elif p.name.endswith(".nii.gz"):
+            out[p.name] = np.asarray(nib.load(str(p)).dataobj).tobytes()
+    return out
+
+
+def test_two_shards_make_exactly_the_samples_of_one_and_a_rerun_skips(chain, tmp_path, capsys):
+    one, two = tmp_path / "one", tmp_path / "two"
+    run_inference(chain, output_dir=str(one), num_samples=3, seed=5, preview=False)
+    run_inference(chain, output_dir=str(two), num_samples=3, seed=5, preview=False, shard=1, num_shards=2)
+    assert not (two / "datalist.json").exists()  # shard 0 still missing: no datalist yet
+    assert _files(two) == ["sample-000001.json", "sample-000001_label.nii.gz", "sample-000001_t1.nii.gz"]
+    run_inference(chain, output_dir=str(two), num_samples=3, seed=5, preview=False, shard=0, num_shards=2)
+    assert _files(one) == _files(two)
+    assert _content(one) == _content(two)
+    assert (one / "datalist.json").read_text() == (two / "datalist.json").read_text()
+
+    # a killed run leaves a sample without its sidecar: the rerun redoes only that one
+    stamp = {p.name: p.stat().st_mtime_ns for p in two.iterdir()}
+    (two / "sample-000002.json").unlink()
+    capsys.readouterr()
+    run_inference(chain, output_dir=str(two), num_samples=3, seed=5, preview=False, resume=True)
+    log = capsys.readouterr().out
+    assert "resuming: 2 of 3" in log and "wrote 1 sample(s)" in log
+    for name in ("sample-000000_t1.nii.gz", "sample-000001.json"):
+        assert (two / name).stat().st_mtime_ns == stamp[name]
+    assert _content(one) == _content(two)
+
+
+def test_merge_writes_the_datalist_only_when_every_sample_exists(chain, tmp_path):
+    out = tmp_path / "out"
+    run_inference(chain, output_dir=str(out), num_samples=2, seed=1, preview=False, shard=0, num_shards=2)
+    with pytest.raises(SystemExit):
+        run_inference(chain, output_dir=str(out), num_samples=2, merge=True)
+    assert not (out / "datalist.json").exists()
+    run_inference(chain, output_dir=str(out), num_samples=2, seed=1, preview=False, shard=1, num_shards=2)
+    (out / "datalist.json").unlink()
+    run_inference(chain, output_dir=str(out), num_samples=2, merge=True)
+    assert len(json.loads((out / "datalist.json").read_text())["training"]) == 2
+
+
+def _user_label_map(tmp_path: Path, pv: bool = False) -> tuple[Path, np.ndarray, np.ndarray]:
+    """A label map on the user's own grid: LAS orientation, 4 mm x 5 mm x 4 mm, another shape."""
+    prof = get_profile("tiny")
+    shape = (40, 30, 44)
+    ii, jj, kk = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
+    r = np.sqrt(ii**2 + jj**2 + kk**2)
+    labels = np.zeros(shape, np.int16)
+    labels[r < 0.9] = 1
+    labels[r < 0.8] = 2
+    labels[r < 0.6] = 3
+    labels[(r < 0.2) & (ii > 0)] = 7
+    labels[(r < 0.3) & (ii < 0)] = 8
+    affine = np.diag([-4.0, 5.0, 4.0, 1.0])
+    affine[:3, 3] = [80, -100, -70]
+    data = labels
+    if pv:
+        data = np.eye(NUM_LABELS, dtype=np.float32)[labels]  # (X, Y, Z, 10): NIfTI stores channels last
+    path = tmp_path / ("user_pv.nii.gz" if pv else "user_labels.nii.gz")
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+    assert prof.shape != shape
+    return path, labels, affine
+
+
+@pytest.mark.parametrize("pv", [False, True])
+def test_label_file_image_comes_back_on_the_users_grid(chain, tmp_path, pv):
+    path, labels, affine = _user_label_map(tmp_path, pv)
+    out = tmp_path / "out"
+    run_inference(chain, output_dir=str(out), label_file=str(path), contrast="t2")
+    stem = path.name.split(".")[0]
+    assert _files(out) == sorted(f"{stem}{s}" for s in ("_t2.nii.gz", "_label.nii.gz", ".json", ".png"))
+    img, lab = nib.load(str(out / f"{stem}_t2.nii.gz")), nib.load(str(out / f"{stem}_label.nii.gz"))
+    assert img.shape == lab.shape == labels.shape
+    np.testing.assert_allclose(img.affine, affine)
+    np.testing.assert_allclose(lab.affine, affine)
+    np.testing.assert_array_equal(np.asarray(lab.dataobj), labels)
+    arr = img.get_fdata()
+    assert np.isfinite(arr).all() and np.abs(arr[labels > 0]).sum() > 0
+    side = json.loads((out / f"{stem}.json").read_text())
+    assert side["label_source"] == "label_file" and side["achieved"]["tumour_ml"] > 0 and side["requested"] is None
+
+
+def test_style_image_sets_the_appearance(chain, tiny_phantoms, tmp_path):
+    dl = json.loads(Path(tiny_phantoms).read_text())
+    ref = Path(tiny_phantoms).parent / dl["training"][0]["t2"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    run_inference(chain, output_dir=str(a), style_image=str(ref), preview=False, seed=2)
+    run_inference(chain, output_dir=str(b), preview=False, seed=2)
+    side = json.loads((a / "sample-000000.json").read_text())
+    assert side["style_image"] == str(ref.resolve()) and side["style_seed"] is None
+    img_a, img_b = (nib.load(str(d / "sample-000000_t1.nii.gz")).get_fdata() for d in (a, b))
+    np.testing.assert_array_equal(nib.load(str(a / "sample-000000_label.nii.gz")).get_fdata(),
+                                  nib.load(str(b / "sample-000000_label.nii.gz")).get_fdata())
+    assert not np.allclose(img_a, img_b)  # same label map, other style code
+
+
+def test_default_main_command_resolves_to_the_shipped_files():
+    """`python -m monai.bundle run --config_file .../inference.yaml` with no arguments: default profile, shipped weights
+    of both bundles, outputs in ./output (the run itself needs the weights; the lead's end-to-end check runs it)."""
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "inference.yaml"))
+    assert parser["output_dir"] == "output" and parser["contrast"] == "t1" and parser["num_samples"] == 1
+    ckpt = Path(parser.get_parsed_content("ckpt_path"))
+    assert ckpt.parts[-3:] == ("brainspade3d", "models", "model.pt")
+    net = parser.get_parsed_content("network_def")
+    assert net.input_shape == get_profile("default").shape
+    ldm = parser.get_parsed_content("label_ldm")
+    assert Path(ldm.get_parsed_content("diffusion_path")).parts[-3:] == ("label_ldm", "models", "diffusion.pt")
+    assert ldm["num_samples"] == 1 and ldm["profile"] == "default"
+
+
+def test_generator_runs_on_its_metadata_shapes():
+    meta = json.loads((CONFIGS / "metadata.json").read_text())["network_data_format"]
+    lab, con, sty = (meta["inputs"][k] for k in ("label", "contrast", "style"))
+    pred = meta["outputs"]["pred"]
+    net = common_parser(profile="default").get_parsed_content("network_def").eval()
+    assert tuple(lab["spatial_shape"]) == net.input_shape and lab["num_channels"] == NUM_LABELS
+    shipped = ConfigParser.load_config_file(str(CONFIGS / "common.yaml"))
+    assert sty["num_channels"] == shipped["z_dim"] and tuple(pred["spatial_shape"]) == net.input_shape
+    pv = torch.zeros(1, lab["num_channels"], *lab["spatial_shape"])
+    pv[:, 3] = 1.0
+    with torch.no_grad():
+        z = torch.randn(1, TINY["z_dim"])  # tiny width; the shipped width is the metadata's num_channels
+        out = net(pv, torch.tensor([con["value_range"][1]]), z=z)
+    assert out.shape == (1, pred["num_channels"], *pred["spatial_shape"]) and str(out.dtype).endswith(pred["dtype"])
+    assert set(con["channel_def"].values()) == {"t1", "t2", "flair", "t1ce"}
+
+
+def test_paper_profile_config_resolves_at_reference_sizes():
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "common.yaml"), str(CONFIGS / "paper.yaml")])
+    parser.update({"device": "$torch.device('cpu')"})
+    assert parser.get_parsed_content("image_shape") == [128, 160, 128]
+    with torch.device("meta"):  # shapes and counts only: no memory for ~100M weights on a CI machine
+        net = parser.get_parsed_content("network_def")
+    n = sum(p.numel() for p in net.parameters())
+    assert 20e6 < n < 400e6, n
+    assert net.z_dim == 256 and len(parser.get_parsed_content("channels")) == 5
+    # inference reads the same sizes through common_overrides
+    inf = ConfigParser()
+    inf.read_config([str(CONFIGS / "inference.yaml"), str(CONFIGS / "paper.yaml")])
+    assert inf.get_parsed_content("common_overrides")["channels"] == parser.get_parsed_content("channels")
+    assert inf["profile"] == "paper" and inf.get_parsed_content("ckpt_path").endswith("model_paper.pt")
