@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from label_ldm_helpers import CONFIGS, TINY
+from label_ldm_helpers import CONFIGS, TINY, one_thread  # noqa: F401  (autouse fixture)
 from monai.bundle import run
 
 COMMON = str(CONFIGS / "common.yaml")

@@ -13,7 +13,9 @@ from .training import (
     ImageLogHandler,
     LatentMeta,
     TimeLimitHandler,
+    attach_handlers,
     encode_datalist,
+    is_rank0,
     export_autoencoder,
     export_diffusion,
     latest_checkpoint,
@@ -22,6 +24,6 @@ from .training import (
 
 __all__ = [
     "ConditionSpace", "bundle_config", "bundle_version", "load_datalist", "pv_condition_ml", "evaluate", "LabelSampler",
-    "write_samples", "AutoencoderStep", "DiffusionPreview", "ImageLogHandler", "LatentMeta", "TimeLimitHandler", "encode_datalist",
+    "write_samples", "AutoencoderStep", "DiffusionPreview", "ImageLogHandler", "LatentMeta", "TimeLimitHandler", "attach_handlers", "encode_datalist", "is_rank0",
     "export_autoencoder", "export_diffusion", "latest_checkpoint", "loss_terms",
 ]

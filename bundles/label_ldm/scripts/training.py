@@ -35,6 +35,7 @@ def _unwrap(net: torch.nn.Module) -> torch.nn.Module:
 
 
 def _is_rank0() -> bool:
+    """True in a single process and on rank 0 of torchrun (where checkpoints, logs and exports are written)."""
     return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or \
         torch.distributed.get_rank() == 0
 
@@ -90,8 +91,11 @@ class AutoencoderStep:
             loss = recon + self.kl_weight * kl
             adv_g = torch.zeros((), device=device)
             if use_adv:
-                self.discriminator.eval()  # generator pass: no discriminator statistics updated
-                logits_fake = self.discriminator(probs.contiguous())[-1]
+                # generator pass through the bare discriminator (outside DDP: its gradients here are discarded,
+                # so there is nothing to synchronise); eval mode: no discriminator statistics updated
+                disc = _unwrap(self.discriminator)
+                disc.eval()
+                logits_fake = disc(probs.contiguous())[-1]
                 adv_g = self.adv_loss(logits_fake, target_is_real=True, for_discriminator=False)
                 loss = loss + self.adv_weight * adv_g
         loss.backward()
@@ -102,8 +106,10 @@ class AutoencoderStep:
             self.discriminator.train()
             self.d_optimizer.zero_grad(set_to_none=True)
             with self._autocast(device):
-                fake = self.discriminator(probs.detach().contiguous())[-1]
-                real = self.discriminator(x.contiguous())[-1]
+                # fake and real in one forward pass (instance norm: per-sample, so the same as two passes);
+                # DistributedDataParallel allows one forward per backward
+                both = self.discriminator(torch.cat([probs.detach(), x]).contiguous())[-1]
+                fake, real = both[: len(x)], both[len(x):]
                 adv_d = 0.5 * (self.adv_loss(fake, target_is_real=False, for_discriminator=True)
                                + self.adv_loss(real, target_is_real=True, for_discriminator=True))
             adv_d.backward()
@@ -180,6 +186,18 @@ class ImageLogHandler:
             for k, v in vols.items():
                 self.writer.add_scalar(f"sample_ml/{k}", v, step)
         self.writer.flush()
+
+
+def attach_handlers(trainer: Engine, handlers: list) -> None:
+    """Attach the training handlers. Under torchrun, ranks other than 0 attach only those that must act in step
+    on every rank (resume from the checkpoint, time limit): rank 0 alone writes checkpoints, logs and previews."""
+    from monai.handlers import CheckpointLoader
+
+    for h in handlers:
+        if h is None:
+            continue
+        if _is_rank0() or isinstance(h, (CheckpointLoader, TimeLimitHandler)):
+            h.attach(trainer)
 
 
 def latest_checkpoint(ckpt_dir: str) -> str | None:
@@ -341,3 +359,6 @@ class DiffusionPreview:
         net.train()
         pv = torch.softmax(out[0].float(), 0).cpu()
         return pv, lesion_volumes_ml(pv.numpy(), get_profile(self.meta.profile).voxel_mm3)
+
+
+is_rank0 = _is_rank0

@@ -1,0 +1,48 @@
+"""label_ldm multi-GPU configs under torchrun: 2 CPU processes with gloo (DDP, DistributedSampler, rank-0 output)."""
+
+from __future__ import annotations
+
+import torch
+from cli_harness import run_cmd
+from label_ldm_helpers import CONFIGS, ONE_THREAD_ENV, TINY
+
+
+def _torchrun(configs: list[str], **overrides) -> list[str]:
+    files = repr([str(CONFIGS / c) for c in configs])
+    args = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "monai.bundle", "run",
+            "--config_file", files]
+    for k, v in {"profile": "tiny", **TINY, **overrides}.items():
+        args += [f"--{k}", str(v)]
+    return args
+
+
+def _log_writers(run_dir) -> int:
+    """How many processes wrote TensorBoard logs (the event file names end in <host>.<pid>.<n>)."""
+    return len({f.name.split(".")[-2] for f in run_dir.glob("events.out.tfevents*")})
+
+
+def test_torchrun_two_processes_train_both_stages(tiny_phantoms, tmp_path):
+    ae_pt, dm_pt = tmp_path / "autoencoder.pt", tmp_path / "diffusion.pt"
+    common = dict(datalist=tiny_phantoms, epoch_length=2, save_interval=2, max_epochs=1)
+    res = run_cmd(_torchrun(["common.yaml", "train_autoencoder.yaml", "multi_gpu_train_autoencoder.yaml"],
+                            run_dir=tmp_path / "ae", export_path=ae_pt, adv_start=1, image_log_interval=1, **common),
+                  cwd=tmp_path, env=ONE_THREAD_ENV)
+    assert res.returncode == 0, res.stderr[-4000:]
+    ckpt = torch.load(tmp_path / "ae" / "checkpoints" / "final.pt", map_location="cpu", weights_only=True)
+    assert ckpt["trainer"]["iteration"] == 2
+    # rank 0 alone writes: one TensorBoard log, one checkpoint, one export; its weights are the synchronised ones
+    assert _log_writers(tmp_path / "ae") == 1
+    assert sorted(p.name for p in (tmp_path / "ae" / "checkpoints").iterdir()) == ["checkpoint_iteration=2.pt", "final.pt"]
+    exported = torch.load(ae_pt, map_location="cpu", weights_only=True)["autoencoder"]
+    assert all(torch.equal(exported[k], v) for k, v in ckpt["autoencoder"].items())
+    assert not any(k.startswith("module.") for k in exported)
+    assert res.stdout.count("exported autoencoder weights") == 1
+
+    res = run_cmd(_torchrun(["common.yaml", "train_diffusion.yaml", "multi_gpu_train_diffusion.yaml"],
+                            run_dir=tmp_path / "dm", export_path=dm_pt, autoencoder_path=ae_pt, batch_size=1,
+                            image_log_interval=1, preview_steps=1, **common),
+                  cwd=tmp_path, env=ONE_THREAD_ENV)
+    assert res.returncode == 0, res.stderr[-4000:]
+    d = torch.load(dm_pt, map_location="cpu", weights_only=True)
+    assert d["scale_factor"] > 0 and d["profile"] == "tiny" and not any(k.startswith("module.") for k in d["diffusion"])
+    assert _log_writers(tmp_path / "dm") == 1
