@@ -19,8 +19,14 @@ def contrast_pairs(datalist: str, key: str = "training", contrasts=None) -> list
     """[{"id", "pv", "image", "contrast" (index into CONTRASTS), "contrast_name"}] with absolute paths."""
     from monai.data import load_decathlon_datalist
 
-    p = Path(datalist)
+    p = Path(str(datalist))
+    accepted = ("accepted: a MONAI datalist JSON whose entries hold 'pv' (10-channel partial volumes) and images keyed "
+                f"by contrast ({', '.join(CONTRASTS)}), e.g. one written by python -m brainspade.phantom")
+    if not p.is_file():
+        raise InputError(f"datalist {str(p)!r} does not exist; {accepted}")
     meta = load_json(p, "datalist")
+    if not isinstance(meta, dict):
+        raise InputError(f"datalist {str(p)!r} is not a JSON object; {accepted}")
     if key not in meta:
         raise InputError(f"datalist {str(p)!r} has no {key!r} list; accepted keys: training, validation, test")
     names = check_contrasts(contrasts) if contrasts else list(CONTRASTS)

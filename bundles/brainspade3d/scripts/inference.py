@@ -21,7 +21,7 @@ import torch
 from brainspade.contrasts import CONTRASTS, check_contrasts
 from brainspade.errors import InputError
 from brainspade.io import load_nifti, prepare_output_dir, safe_id, save_json, save_nifti
-from brainspade.labels import check_int_labels, check_pv, int_to_pv, lesion_volumes_ml, normalise_pv, pv_to_int
+from brainspade.labels import NUM_LABELS, check_int_labels, check_pv, int_to_pv, lesion_volumes_ml, normalise_pv, pv_to_int
 from brainspade.profiles import get_profile
 from brainspade.sharding import pending, sample_id, sample_seed, shard_indices, write_datalist
 
@@ -78,6 +78,17 @@ def load_generator(network: torch.nn.Module, path: str, device) -> torch.nn.Modu
     return network.to(device).eval()
 
 
+def _load(path: str, what: str, accepted: str) -> tuple[np.ndarray, np.ndarray]:
+    """brainspade.io.load_nifti, with what this option accepts added where its message does not say it."""
+    try:
+        return load_nifti(path, what)
+    except InputError as exc:
+        msg = str(exc)
+        if "accepted" in msg:
+            raise
+        raise InputError(f"{msg}; accepted: {accepted}") from None
+
+
 def _brain_of_pv(x):
     return x[:1] < 0.5  # brain = voxels that are not mostly background
 
@@ -112,7 +123,8 @@ class LabelFile:
     def __init__(self, path: str, profile):
         from monai.data import MetaTensor
 
-        data, affine = load_nifti(path, "label_file")
+        data, affine = _load(path, "label_file", f"finite integer labels 0..{NUM_LABELS - 1} or {NUM_LABELS}-channel "
+                             "partial volumes in [0, 1]")
         what = f"label_file {str(path)!r}"
         if data.ndim == 4 and data.shape[0] == 1:
             data = data[0]
@@ -152,7 +164,7 @@ def load_style_image(path: str, profile) -> torch.Tensor:
     """Reference scan -> (1, 1, *shape) tensor on the model grid, brain intensities scaled so p99 = 1."""
     from monai.data import MetaTensor
 
-    data, affine = load_nifti(path, "style_image")
+    data, affine = _load(path, "style_image", "one finite 3D MRI volume (.nii/.nii.gz)")
     if data.ndim == 4 and data.shape[0] == 1:
         data = data[0]
     if data.ndim != 3 or min(data.shape) < MIN_SIDE:
