@@ -95,10 +95,12 @@ class SPADEGANStep:
         g_loss = self.w["adv"] * adv + self.w["fm"] * fm + self.w["rec"] * rec + self.w["kl"] * kl
         self._step(g_loss, self.g_opt, self.g_scaler)
 
-        # discriminator update
+        # discriminator update: fake and real in one forward (one DDP forward per backward; the discriminator's
+        # instance norm is per sample, so this equals two separate passes)
         with self._autocast():
-            d_fake, _ = self.d(torch.cat([fake.detach(), cond], 1))
-            d_real, _ = self.d(real_in)
+            b = image.shape[0]
+            d_out, _ = self.d(torch.cat([torch.cat([fake.detach(), cond], 1), real_in], 0))
+            d_fake, d_real = [o[:b] for o in d_out], [o[b:] for o in d_out]
             d_loss = 0.5 * (self.adv(d_fake, target_is_real=False, for_discriminator=True)
                             + self.adv(d_real, target_is_real=True, for_discriminator=True))
         self._step(d_loss, self.d_opt, self.d_scaler)

@@ -1,0 +1,161 @@
+"""Evaluation of the generator on held-out (label map, image) pairs, per contrast.
+
+- SSIM / PSNR (MONAI `SSIMMetric`, `PSNRMetric`) of the image synthesised from the true label map against the true
+  image, with the style code encoded from that true image (`encoded`: the fair pairing, same appearance) and with a
+  sampled style code (`sampled`: what the main command does).
+- Per-tissue intensity-distribution distance: 1-D Wasserstein distance between the real and the synthetic (sampled
+  style) intensities inside each label of the true label map. MONAI has no distribution distance over voxel sets of
+  a region (its `MMDMetric` compares two image batches voxel-aligned), so scipy's `wasserstein_distance` is used.
+- Optional label fidelity: a segmenter's Dice (MONAI `DiceMetric`, labels 1..9) on the synthetic images against the
+  label maps they were made from, beside its Dice on the real images.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from brainspade.errors import InputError
+from brainspade.io import prepare_output_dir, save_json
+from brainspade.labels import LABELS, NUM_LABELS, pv_to_int
+
+from .data import contrast_pairs
+from .inference import _bool_option, _int_option, load_generator
+
+
+def _mean(values: list[float]) -> float | None:
+    vals = [v for v in values if v is not None and np.isfinite(v)]
+    return round(float(np.mean(vals)), 4) if vals else None
+
+
+def tissue_distances(real: np.ndarray, fake: np.ndarray, labels: np.ndarray, min_voxels: int = 10) -> dict[str, float]:
+    """Wasserstein distance of the intensity distributions inside each label (labels with >= min_voxels voxels)."""
+    from scipy.stats import wasserstein_distance
+
+    out = {}
+    for lab in LABELS[1:]:
+        m = labels == lab.code
+        if int(m.sum()) >= min_voxels:
+            out[lab.key] = float(wasserstein_distance(real[m], fake[m]))
+    return out
+
+
+def dice_per_label(pred: np.ndarray, target: np.ndarray) -> float:
+    """Mean Dice over labels 1..9 present in the target (MONAI DiceMetric on one-hot maps)."""
+    from monai.metrics import DiceMetric
+
+    def onehot(a):
+        return torch.nn.functional.one_hot(torch.as_tensor(a, dtype=torch.long), NUM_LABELS).permute(3, 0, 1, 2)[None]
+
+    metric = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
+    d = metric(onehot(pred).float(), onehot(target).float())[0]
+    return float(torch.nanmean(d))
+
+
+def segmenter_from_bundle(segmenter_root: str, ckpt_path: str, profile: str, device, overrides: dict | None = None
+                          ) -> Callable[[np.ndarray], np.ndarray]:
+    """(X, Y, Z) image on the profile grid -> integer labels, with the segmenter bundle's network and weights.
+
+    The network comes from the segmenter's own inference.yaml (`network_def`), the weights from `ckpt_path`
+    (weights_only=True); intensities are z-scored inside the brain as its preprocessing does.
+    """
+    from monai.bundle import ConfigParser
+    from monai.transforms import NormalizeIntensity
+
+    cfg = Path(segmenter_root) / "configs" / "inference.yaml"
+    if not cfg.is_file():
+        raise InputError(f"segmenter bundle {str(segmenter_root)!r} has no configs/inference.yaml; accepted: the "
+                         "segmenter bundle folder (--segmenter_root)")
+    if not Path(str(ckpt_path)).is_file():
+        raise InputError(f"segmenter weights {str(ckpt_path)!r} do not exist; accepted: a model.pt of the segmenter bundle")
+    parser = ConfigParser()
+    parser.read_config(str(cfg))
+    parser.update({"bundle_root": str(segmenter_root), "profile": profile, **(overrides or {})})
+    net = parser.get_parsed_content("network_def")
+    state = torch.load(str(ckpt_path), map_location="cpu", weights_only=True)
+    for key in ("network", "model", "state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise InputError(f"segmenter weights {str(ckpt_path)!r} do not fit its network_def ({str(exc).splitlines()[0][:120]}); "
+                         "accepted: weights of the segmenter bundle with the same --segmenter_overrides") from None
+    net = net.to(device).eval()
+    norm = NormalizeIntensity(nonzero=True)
+
+    @torch.no_grad()
+    def segment(image: np.ndarray) -> np.ndarray:
+        x = norm(torch.as_tensor(image, dtype=torch.float32)[None])[None].to(device)
+        return net(x).argmax(1)[0].cpu().numpy()
+
+    return segment
+
+
+@torch.no_grad()
+def evaluate(network: torch.nn.Module, ckpt_path: str, device, preprocessing, datalist: str, key: str = "test",
+             contrasts: Any = None, max_pairs: Any = 0, seed: Any = 0, output_dir: Any = "brainspade3d_eval",
+             overwrite: Any = False, segmenter: Callable[[], Callable[[np.ndarray], np.ndarray] | None] | None = None,
+             model_version: str = "") -> dict:
+    """Metrics per contrast over the held-out pairs of `datalist[key]`; writes `<output_dir>/metrics.json`."""
+    from monai.metrics import PSNRMetric, SSIMMetric
+
+    t0 = time.perf_counter()
+    n_max = _int_option("max_pairs", max_pairs, 0, 10**6)
+    base_seed = _int_option("seed", seed, 0, 2**31 - 1)
+    overwrite = _bool_option("overwrite", overwrite)
+    pairs = contrast_pairs(datalist, key, contrasts)
+    if n_max:
+        pairs = pairs[:n_max]
+    if output_dir is None or not str(output_dir).strip():
+        raise InputError("output_dir is not set; accepted: a writable folder (--output_dir eval/)")
+    network = load_generator(network, ckpt_path, device)
+    seg = segmenter() if segmenter is not None else None
+    out = prepare_output_dir(output_dir, ["metrics.json"], overwrite)
+
+    per = defaultdict(lambda: defaultdict(list))
+    tissue = defaultdict(lambda: defaultdict(list))
+    for i, pair in enumerate(pairs):
+        item = preprocessing(dict(pair))
+        pv = torch.as_tensor(item["pv"]).float()[None].to(device)
+        real = torch.as_tensor(item["image"]).float()[None].to(device)
+        c = torch.tensor([pair["contrast"]], device=device)
+        mu, _ = network.encode(real)
+        fake_enc = network.decode(pv, c, mu)
+        g = torch.Generator().manual_seed(int(np.random.SeedSequence([base_seed, i]).generate_state(1)[0]))
+        fake_smp = network.decode(pv, c, network.sample_z(1, generator=g).to(device))
+        data_range = float(real.max().clamp_min(1e-6))
+        name = pair["contrast_name"]
+        for tag, fake in (("encoded", fake_enc), ("sampled", fake_smp)):
+            fake = fake.float().clamp(0, data_range)
+            per[name][f"ssim_{tag}"].append(float(SSIMMetric(spatial_dims=3, data_range=data_range)(fake, real).mean()))
+            per[name][f"psnr_{tag}"].append(float(PSNRMetric(max_val=data_range)(fake, real).mean()))
+        labels = pv_to_int(item["pv"].cpu().numpy() if torch.is_tensor(item["pv"]) else np.asarray(item["pv"]))
+        real_np, fake_np = real[0, 0].cpu().numpy(), fake_smp[0, 0].float().cpu().numpy()
+        for k, v in tissue_distances(real_np, fake_np, labels).items():
+            tissue[name][k].append(v)
+        if seg is not None:
+            per[name]["dice_real"].append(dice_per_label(seg(real_np), labels))
+            per[name]["dice_synthetic"].append(dice_per_label(seg(fake_np), labels))
+    results = {name: {**{m: _mean(v) for m, v in per[name].items()},
+                      "tissue_wasserstein": {k: _mean(v) for k, v in tissue[name].items()},
+                      "tissue_wasserstein_mean": _mean([_mean(v) for v in tissue[name].values()]),
+                      "num_pairs": len(per[name]["ssim_encoded"])}
+               for name in per}
+    report = {"datalist": str(Path(datalist).resolve()), "key": key, "model_version": model_version,
+              "ckpt_path": str(Path(ckpt_path).resolve()), "seed": base_seed, "segmenter": seg is not None,
+              "per_contrast": results, "time_s": round(time.perf_counter() - t0, 2)}
+    save_json(out / "metrics.json", report)
+    cols = ["ssim_encoded", "psnr_encoded", "ssim_sampled", "psnr_sampled", "tissue_wasserstein_mean"] + \
+        (["dice_real", "dice_synthetic"] if seg is not None else [])
+    print("contrast  " + "  ".join(cols), flush=True)
+    for name, r in results.items():
+        print(f"{name:8s}  " + "  ".join(f"{r.get(col)}" for col in cols), flush=True)
+    print(f"metrics: {out / 'metrics.json'}", flush=True)
+    return report

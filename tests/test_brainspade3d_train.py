@@ -1,0 +1,102 @@
+"""brainspade3d training through monai.bundle on tiny configs: train steps, resume, the exported generator in the
+main command and in evaluate.yaml, and DDP training with torchrun (2 CPU processes, gloo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import ConfigParser, run
+
+from brainspade3d_helpers import BUNDLE, CONFIGS, TINY, TINY_D, common_parser, make_tiny_chain, one_torch_thread, run_inference
+
+_one_thread = pytest.fixture(scope="module", autouse=True)(one_torch_thread)
+TRAIN = [str(CONFIGS / "common.yaml"), str(CONFIGS / "train.yaml")]
+
+
+def _train_overrides(datalist, run_dir) -> dict:
+    return {"profile": "tiny", "datalist": str(datalist), "run_dir": str(run_dir), "epoch_length": 2,
+            "device": "$torch.device('cpu')", **TINY, **TINY_D}
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_phantoms, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("b3d_train") / "run"
+    run(config_file=TRAIN, max_epochs=1, **_train_overrides(tiny_phantoms, run_dir))
+    return run_dir
+
+
+def _trainer_state(path: Path) -> dict:
+    return torch.load(str(path), map_location="cpu", weights_only=True)["trainer"]
+
+
+def test_train_steps_write_checkpoints_and_resume(trained, tiny_phantoms, capsys):
+    files = sorted(p.name for p in trained.iterdir())
+    assert {"checkpoint_epoch=1.pt", "checkpoint_final.pt", "model.pt", "tensorboard"} <= set(files)
+    assert _trainer_state(trained / "checkpoint_final.pt")["iteration"] == 2
+    before = torch.load(str(trained / "model.pt"), map_location="cpu", weights_only=True)
+    epoch1 = (trained / "checkpoint_epoch=1.pt").stat().st_mtime_ns
+    capsys.readouterr()
+    run(config_file=TRAIN, max_epochs=2, **_train_overrides(tiny_phantoms, trained))
+    assert "resuming from" in capsys.readouterr().out
+    state = _trainer_state(trained / "checkpoint_final.pt")
+    assert state["max_epochs"] == 2 and state["iteration"] == 4
+    assert (trained / "checkpoint_epoch=1.pt").stat().st_mtime_ns == epoch1  # epoch 1 not redone: resumed
+    assert (trained / "checkpoint_epoch=2.pt").is_file()
+    after = torch.load(str(trained / "model.pt"), map_location="cpu", weights_only=True)
+    assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_trained_generator_drives_the_main_command_and_evaluation(trained, tiny_phantoms, tmp_path, capsys):
+    chain = make_tiny_chain(tiny_phantoms, tmp_path / "w")
+    out = tmp_path / "out"
+    run_inference({**chain, "ckpt_path": str(trained / "model.pt")}, output_dir=str(out), contrast="t2", preview=False)
+    assert (out / "sample-000000_t2.nii.gz").is_file() and (out / "datalist.json").is_file()
+
+    seg = ConfigParser()
+    seg.read_config(str(BUNDLE.parent / "segmenter" / "configs" / "inference.yaml"))
+    seg.update({"bundle_root": str(BUNDLE.parent / "segmenter"), "profile": "tiny", "channels": [4, 4, 4, 4]})
+    torch.save(seg.get_parsed_content("network_def").state_dict(), str(tmp_path / "seg.pt"))
+    ev = tmp_path / "eval"
+    run(config_file=str(CONFIGS / "evaluate.yaml"), profile="tiny", common_overrides=TINY,
+        ckpt_path=str(trained / "model.pt"), datalist=str(tiny_phantoms), output_dir=str(ev),
+        device="$torch.device('cpu')", segmenter_ckpt=str(tmp_path / "seg.pt"),
+        segmenter_overrides={"channels": [4, 4, 4, 4]})
+    report = json.loads((ev / "metrics.json").read_text())
+    test_subjects = len(json.loads(Path(tiny_phantoms).read_text())["test"])
+    assert set(report["per_contrast"]) == {"t1", "t2", "flair", "t1ce"}
+    for r in report["per_contrast"].values():
+        assert r["num_pairs"] == test_subjects
+        assert -1 <= r["ssim_encoded"] <= 1 and r["psnr_encoded"] > 0 and r["tissue_wasserstein_mean"] >= 0
+        assert {"wm", "gm", "csf"} <= set(r["tissue_wasserstein"]) and 0 <= r["dice_synthetic"] <= 1
+    assert "ssim_encoded" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # results exist: refused without --overwrite
+        run(config_file=str(CONFIGS / "evaluate.yaml"), profile="tiny", common_overrides=TINY,
+            ckpt_path=str(trained / "model.pt"), datalist=str(tiny_phantoms), output_dir=str(ev),
+            device="$torch.device('cpu')")
+
+
+def test_torchrun_ddp_training_on_two_cpu_processes(tiny_phantoms, tmp_path):
+    run_dir = tmp_path / "run"
+    over = tmp_path / "tiny.json"
+    settings = {k: v for k, v in _train_overrides(tiny_phantoms, run_dir).items() if k != "device"}  # per rank
+    over.write_text(json.dumps({**settings, "max_epochs": 1, "torch_threads": 1}))
+    cfg = repr([*TRAIN, str(CONFIGS / "multi_gpu_train.yaml"), str(over)])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
+                          "--nproc_per_node=2", "-m", "monai.bundle", "run", "--config_file", cfg],
+                         capture_output=True, text=True, timeout=300, env=env, cwd=str(tmp_path))
+    assert res.returncode == 0, res.stderr[-3000:]
+    files = sorted(p.name for p in run_dir.iterdir())
+    assert {"checkpoint_epoch=1.pt", "checkpoint_final.pt", "model.pt"} <= set(files)
+    assert res.stdout.count("Saved checkpoint at epoch: 1") == 1  # rank 0 only
+    state = torch.load(str(run_dir / "model.pt"), map_location="cpu", weights_only=True)
+    assert not any(k.startswith("module.") for k in state)  # plain generator weights, not the DDP wrapper's
+    common_parser().get_parsed_content("network_def").load_state_dict(state, strict=True)
+    # each rank trained on its own half of the pairs: 2 iterations per rank
+    assert _trainer_state(run_dir / "checkpoint_final.pt")["iteration"] == 2
