@@ -1,0 +1,94 @@
+"""Shared by end_to_end.py and sharded_generation.py: the main command as a measured subprocess, and the tiny
+weights of both chained bundles for the quick `--profile tiny` smoke mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+INFERENCE = ROOT / "bundles" / "brainspade3d" / "configs" / "inference.yaml"
+
+
+def main_command(override_files: list[str], **options) -> list[str]:
+    cfg = str(INFERENCE) if not override_files else repr([str(INFERENCE), *override_files])
+    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", cfg]
+    for k, v in options.items():
+        args += [f"--{k}", str(v)]
+    return args
+
+
+def measured(args: list[str], env: dict | None = None) -> dict:
+    """Run `args` in a fresh child of a fresh wrapper process: wall seconds and that child's peak RSS alone
+    (getrusage(RUSAGE_CHILDREN) is a maximum over all waited-for children, so every run gets its own wrapper)."""
+    wrapper = ("import json,resource,subprocess,sys,time;a=json.loads(sys.argv[1]);t=time.perf_counter();"
+               "r=subprocess.run(a,capture_output=True,text=True);dt=time.perf_counter()-t;"
+               "print(json.dumps({'rc':r.returncode,'wall_s':dt,'peak_rss_mb':resource.getrusage(resource.RUSAGE_CHILDREN)"
+               ".ru_maxrss/1024,'stderr':r.stderr[-2000:],'stdout':r.stdout[-4000:]}))")
+    res = subprocess.run([sys.executable, "-c", wrapper, json.dumps(args)], capture_output=True, text=True,
+                         env={**os.environ, **(env or {})}, cwd=str(ROOT))
+    if res.returncode != 0:
+        raise RuntimeError(res.stderr[-2000:])
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    if out["rc"] != 0:
+        raise RuntimeError(f"command failed ({out['rc']}): {' '.join(args)}\n{out['stderr']}")
+    return out
+
+
+def concurrent(commands: list[list[str]], env: dict | None = None) -> float:
+    """Start all commands at once; wall seconds until the last one ends."""
+    t = time.perf_counter()
+    procs = [subprocess.Popen(a, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=str(ROOT),
+                              env={**os.environ, **(env or {})}) for a in commands]
+    errs = [p.communicate()[1] for p in procs]
+    dt = time.perf_counter() - t
+    for p, e in zip(procs, errs):
+        if p.returncode != 0:
+            raise RuntimeError(e[-2000:])
+    return dt
+
+
+def tiny_overrides(work: Path) -> dict:
+    """Tiny phantoms + untrained tiny weights of label_ldm and brainspade3d (smoke mode: same code paths, seconds)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from brainspade3d_helpers import make_tiny_chain  # noqa: E402  (test helpers: the one definition of TINY)
+
+    from brainspade.phantom import generate_dataset
+
+    datalist = generate_dataset(work / "phantoms", num_subjects=3, profile="tiny", seed=0, split=(1.0, 0.0, 0.0),
+                                workers=1)
+    return make_tiny_chain(datalist, work / "weights")
+
+
+def overrides_for(profile: str, work: Path) -> dict:
+    """{} for the shipped default profile (checks the weights exist); tiny smoke-mode overrides otherwise."""
+    if profile == "default":
+        missing = [p for p in (ROOT / "bundles" / "brainspade3d" / "models" / "model.pt",
+                               ROOT / "bundles" / "label_ldm" / "models" / "diffusion.pt") if not p.is_file()]
+        if missing:
+            sys.exit(f"error: shipped weights missing ({missing[0]}); accepted: --profile tiny, or train/copy the weights first")
+        return {}
+    if profile != "tiny":
+        sys.exit(f"error: --profile {profile!r} is not accepted; accepted: default, tiny")
+    return tiny_overrides(work)
+
+
+def write_override(obj: dict, path: Path) -> str:
+    path.write_text(json.dumps(obj))
+    return str(path)
+
+
+def machine() -> str:
+    import platform
+
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads from OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
+
+
+def workdir() -> tempfile.TemporaryDirectory:
+    return tempfile.TemporaryDirectory(prefix="b3d_bench_")
