@@ -1,4 +1,5 @@
-"""label_ldm inference: valid NIfTI with the profile affine, sidecars, refusals, sampler selection."""
+"""label_ldm inference: valid NIfTI with the profile affine, sidecars, sampler selection, verification with bounded
+retries, no lesion outside the brain. (Refusals of bad input: tests/test_catalogue_label_ldm.py.)"""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-from cli_harness import assert_clean_failure, bundle_cmd, files_under, run_cmd
-from label_ldm_helpers import TINY, inference_parser, make_tiny_weights
+from cli_harness import bundle_cmd, run_cmd
+from label_ldm_helpers import BUNDLE, ONE_THREAD_ENV, TINY, inference_parser, make_tiny_weights, one_thread  # noqa: F401
 
+from brainspade.bundle import import_scripts
 from brainspade.errors import InputError
+from brainspade.labels import CONDITION_KEYS, LABEL_CODES, LESION_CODES, int_to_pv
 from brainspade.profiles import get_profile
+
+scripts = import_scripts(BUNDLE, "label_ldm_scripts")
 
 
 @pytest.fixture(scope="module")
@@ -19,64 +24,87 @@ def weights(tiny_phantoms, tmp_path_factory):
     return make_tiny_weights(tiny_phantoms, tmp_path_factory.mktemp("label_ldm_weights"))
 
 
-def _cli(weights, out, cwd, **kw):
+def test_cli_writes_valid_nifti_pv_and_sidecar(weights, tmp_path):
     ae, dm = weights
-    args = bundle_cmd("label_ldm", ["inference.yaml"], profile="tiny", common_overrides=repr(TINY),
-                      autoencoder_path=ae, diffusion_path=dm, output_dir=out, steps=2, max_retries=1, **kw)
-    return run_cmd(args, cwd=cwd)
-
-
-def test_cli_writes_valid_nifti_and_sidecar_then_refuses_overwrite(weights, tmp_path):
     out = tmp_path / "out"
-    res = _cli(weights, out, cwd=tmp_path, num_samples=2, seed=3, wmh_ml=0, save_pv=True)  # from another folder
+    args = bundle_cmd("label_ldm", ["inference.yaml"], profile="tiny", common_overrides=repr(TINY), autoencoder_path=ae,
+                      diffusion_path=dm, output_dir=out, steps=2, max_retries=1, num_samples=2, seed=3, wmh_ml=0,
+                      save_pv=True)
+    res = run_cmd(args, cwd=tmp_path, env=ONE_THREAD_ENV)  # from another folder than the repository
     assert res.returncode == 0, res.stderr[-3000:]
     prof = get_profile("tiny")
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"sample-s3-00{i}{suffix}" for i in range(2) for suffix in ("_label.nii.gz", "_pv.nii.gz", ".json"))
     for i in range(2):
         img = nib.load(str(out / f"sample-s3-00{i}_label.nii.gz"))
         assert img.shape == prof.shape and np.allclose(img.affine, prof.affine)
-        assert int(img.header["qform_code"]) == 4
+        assert int(img.header["qform_code"]) == 4 and int(img.header["sform_code"]) == 4  # MNI
         lab = np.asarray(img.dataobj)
-        assert lab.min() >= 0 and lab.max() <= 9 and np.all(lab == np.round(lab))
-        assert not np.any(lab == 6), "wmh_ml=0 but WMH in the label map"
-        pv = nib.load(str(out / f"sample-s3-00{i}_pv.nii.gz"))
-        assert pv.shape == (*prof.shape, 10)
+        assert np.issubdtype(lab.dtype, np.integer) and lab.min() >= 0 and lab.max() <= 9
+        assert not np.any(lab == LABEL_CODES["wmh"]), "wmh_ml=0 but WMH in the label map"
+        pv = np.moveaxis(np.asarray(nib.load(str(out / f"sample-s3-00{i}_pv.nii.gz")).dataobj, dtype=np.float32), -1, 0)
+        assert pv.shape == (10, *prof.shape) and np.allclose(pv.sum(0), 1, atol=0.05)
+        assert not np.isin(lab, LESION_CODES)[~scripts.sampler.brain_mask(int_to_pv(lab))].any()
         side = json.loads((out / f"sample-s3-00{i}.json").read_text())
-        for key in ("seed", "requested", "achieved", "sampler", "steps", "model_version", "retries"):
-            assert key in side
-        assert side["requested"]["wmh_ml"] == 0 and side["sampler"] == "ddim" and side["steps"] == 2
-    before = files_under(out)
-    res = _cli(weights, out, cwd=tmp_path, num_samples=2, seed=3)
-    assert_clean_failure(res, "already holds", out, before)
-
-
-def test_cli_refuses_bad_conditioning_before_writing(weights, tmp_path):
-    out = tmp_path / "bad"
-    res = _cli(weights, out, cwd=tmp_path, tumour_ml=-5)
-    assert_clean_failure(res, r"tumour_ml=-5 is negative; accepted: 0 \(absent\) or [\d.]+ to [\d.]+ mL")
-    assert files_under(out) == []
+        assert side["requested"]["wmh_ml"] == 0 and side["requested_source"]["wmh_ml"] == "requested"
+        assert side["requested_source"]["tumour_ml"] == "drawn" and set(side["achieved"]) == set(CONDITION_KEYS)
+        assert side["sampler"] == "ddim" and side["steps"] == 2 and side["base_seed"] == 3 and side["index"] == i
+        assert isinstance(side["seed"], int) and 0 <= side["retries"] <= 1 and side["model_version"] == "test"
+        assert side["files"] == {"label": f"sample-s3-00{i}_label.nii.gz", "pv": f"sample-s3-00{i}_pv.nii.gz"}
 
 
 def test_in_memory_api_and_sampler_selection(weights):
     ae, dm = weights
-    parser = inference_parser(ae, dm, num_samples=1, seed=5)
-    sampler = parser.get_parsed_content("sampler")
+    sampler = inference_parser(ae, dm, num_samples=1, seed=5).get_parsed_content("sampler")
     [s] = sampler()
     assert s["pv"].shape == (10, 32, 32, 32) and s["labels"].shape == (32, 32, 32)
     assert np.allclose(s["pv"].sum(0), 1, atol=1e-4) and np.allclose(s["affine"], get_profile("tiny").affine)
-    assert s["sampler"] == "ddim" and s["steps"] == 2
+    assert s["sampler"] == "ddim" and s["steps"] == 2 and s["guidance_scale"] == 3.0
     [p] = sampler(sampling="pndm300", steps=3)
     assert p["sampler"] == "pndm300" and p["steps"] == 3
     [d] = sampler(sampling="ddpm1000", steps=2)
     assert d["sampler"] == "ddpm1000"
-    assert type(sampler.schedulers["pndm300"]).__name__ == "PNDMScheduler"
+    assert [type(sampler.schedulers[k]).__name__ for k in ("ddim", "pndm300", "ddpm1000")] == [
+        "DDIMScheduler", "PNDMScheduler", "DDPMScheduler"]
     assert sampler.default_steps == {"ddim": 20, "pndm300": 300, "ddpm1000": 1000}
+    assert sampler.settings()["steps"] == 2 and sampler.settings(steps=None, sampling="pndm300")["steps"] == 300
     with pytest.raises(InputError, match="accepted: ddim, pndm300, ddpm1000"):
         sampler(sampling="euler")
     with pytest.raises(InputError, match="guidance_scale"):
         sampler(guidance_scale=0.2)
-    # same seed, same sample
-    [s2] = sampler()
+    [s2] = sampler()  # same seed, same sample
     assert np.array_equal(s["labels"], s2["labels"]) and s2["seed"] == s["seed"]
+    [n] = sampler(guidance_scale=1.0)  # no guidance: a different (unguided) sample path
+    assert n["guidance_scale"] == 1.0
+
+
+def test_verification_retries_are_bounded_and_reported(weights):
+    """Untrained weights rarely hit a requested tumour: the sampler retries at most max_retries times, keeps the
+    closest attempt and says so."""
+    ae, dm = weights
+    space = scripts.condition_space(dm)
+    lo, hi = space.ranges["tumour_ml"]
+    sampler = inference_parser(ae, dm, max_retries=2).get_parsed_content("sampler")
+    [s] = sampler(tumour_ml=round((lo + hi) / 2, 3))
+    assert 0 <= s["attempt_used"] <= s["retries"] <= 2
+    assert s["verified"] or s["retries"] == 2
+    ratio = s["achieved"]["tumour_ml"] / s["requested"]["tumour_ml"]
+    assert s["verified"] == (0.5 <= ratio <= 2.0)
+    [z] = sampler(max_retries=0)
+    assert z["retries"] == 0 and z["attempt_used"] == 0
+
+
+def test_clean_lesions_keeps_lesions_inside_the_brain():
+    lab = np.zeros((20, 20, 20), dtype=np.int16)
+    lab[5:15, 5:15, 5:15] = LABEL_CODES["wm"]
+    lab[8:10, 8:10, 8:10] = LABEL_CODES["tumour"]          # inside: kept
+    lab[0:2, 0:2, 0:2] = LABEL_CODES["enhancing"]          # outside the brain: removed
+    lab[12, 12, 12] = LABEL_CODES["wmh"]                   # inside, but the user asked for none: removed
+    pv, info = scripts.sampler.clean_lesions(int_to_pv(lab), {"wmh_ml": 0.0, "tumour_ml": 1.0}, 8.0)
+    assert np.allclose(pv.sum(0), 1)
+    assert pv[LABEL_CODES["tumour"]].sum() == 8 and pv[LABEL_CODES["enhancing"]].sum() == 0
+    assert pv[LABEL_CODES["wmh"]].sum() == 0 and pv[LABEL_CODES["wm"], 12, 12, 12] == 1
+    assert info == {"removed_outside_brain_ml": 0.064, "removed_unrequested_ml": 0.008}
 
 
 def test_missing_weights_is_a_clear_error(weights, tmp_path):

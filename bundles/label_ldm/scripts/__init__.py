@@ -6,7 +6,7 @@ Imported by the configs through `brainspade.bundle.import_scripts(@bundle_root, 
 from .conditioning import ConditionSpace
 from .data import bundle_config, bundle_version, load_datalist, pv_condition_ml
 from .evaluate import evaluate
-from .sampler import LabelSampler, write_samples
+from .sampler import LabelSampler, condition_space, write_samples
 from .training import (
     AutoencoderStep,
     DiffusionPreview,
@@ -23,7 +23,7 @@ from .training import (
 )
 
 __all__ = [
-    "ConditionSpace", "bundle_config", "bundle_version", "load_datalist", "pv_condition_ml", "evaluate", "LabelSampler",
+    "ConditionSpace", "bundle_config", "bundle_version", "load_datalist", "pv_condition_ml", "evaluate", "LabelSampler", "condition_space",
     "write_samples", "AutoencoderStep", "DiffusionPreview", "ImageLogHandler", "LatentMeta", "TimeLimitHandler", "attach_handlers", "encode_datalist", "is_rank0",
     "export_autoencoder", "export_diffusion", "latest_checkpoint", "loss_terms",
 ]

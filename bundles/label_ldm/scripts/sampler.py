@@ -64,6 +64,18 @@ def clean_lesions(pv: np.ndarray, requested_ml: Mapping[str, float], voxel_mm3: 
     return pv, {"removed_outside_brain_ml": round(removed_out * ml, 4), "removed_unrequested_ml": round(removed_unreq * ml, 4)}
 
 
+def condition_space(diffusion_path: str | Path) -> ConditionSpace:
+    """The conditioning a diffusion weight file was trained on (accepted ranges, combinations), without a network."""
+    p = Path(diffusion_path)
+    try:
+        ckpt = torch.load(str(p), map_location="cpu", weights_only=True)
+        meta = ckpt.get("meta", ckpt)
+        return ConditionSpace(torch.as_tensor(meta["cond_max"]).numpy(), torch.as_tensor(meta["train_conditions"]).numpy())
+    except (OSError, KeyError, AttributeError, RuntimeError, ValueError) as exc:
+        raise InputError(f"diffusion weights {str(p)!r} give no conditioning table ({type(exc).__name__}); accepted: "
+                         "models/diffusion.pt or a checkpoint written by train_diffusion.yaml") from None
+
+
 def _int_setting(name: str, value: Any, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) and not (
             isinstance(value, float) and value.is_integer()) and not (isinstance(value, str) and value.strip().isdigit()):

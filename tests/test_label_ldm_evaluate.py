@@ -1,0 +1,36 @@
+"""label_ldm evaluate.yaml on tiny weights: every metric computed, saved, and no silent overwrite."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from label_ldm_helpers import CONFIGS, TINY, make_tiny_weights, one_thread  # noqa: F401  (autouse fixture)
+from monai.bundle import run
+
+from brainspade.labels import CONDITION_KEYS, LABELS
+
+
+def test_evaluate_config_runs_and_saves_all_metrics(tiny_phantoms, tmp_path, capsys):
+    ae, dm = make_tiny_weights(tiny_phantoms, tmp_path / "w")
+    out = tmp_path / "eval.json"
+    kw = dict(config_file=str(CONFIGS / "evaluate.yaml"), profile="tiny", datalist=str(tiny_phantoms),
+              output_file=str(out), num_samples=3, device="cpu", steps=2, max_retries=1,
+              inference_overrides={"common_overrides": dict(TINY), "autoencoder_path": ae, "diffusion_path": dm})
+    run(**kw)
+    res = json.loads(out.read_text())
+    assert set(res["reconstruction_dice"]) == {lab.key for lab in LABELS}
+    assert 0 <= res["reconstruction_dice"]["background"] <= 1
+    assert set(res["conditioning"]) == set(CONDITION_KEYS)
+    for m in res["conditioning"].values():
+        assert {"spearman", "median_rel_error", "presence_rate", "false_lesion_rate", "n_requested"} <= set(m)
+    assert set(res["volume_wasserstein_ml"]) == {lab.key for lab in LABELS}
+    assert all(v >= 0 for v in res["volume_wasserstein_ml"].values())
+    assert res["diversity"]["pairs"] == 2 and 0 <= res["diversity"]["ms_ssim_mean"] <= 1
+    assert res["sampling"]["sampler"] == "ddim" and res["sampling"]["steps"] == 2 and len(res["samples"]) == 3
+    assert all(s["retries"] <= 1 for s in res["samples"])
+    assert "reconstruction Dice" in capsys.readouterr().out
+    before = out.read_text()
+    with pytest.raises(SystemExit) as exc:  # refuses to replace the results without --overwrite true
+        run(**kw)
+    assert exc.value.code == 2 and out.read_text() == before
