@@ -7,11 +7,13 @@ Imported from configs with `$brainspade.bundle.import_scripts(@bundle_root, 'seg
 from .data import (build_datalist, datalist_from_synthetic_folder, phantom_datalist, real_datalist,
                    rotate_contrasts)
 from .inference import check_inputs, inference_items, volumes_ml
-from .train_utils import latest_checkpoint
+from .train_utils import (check_checkpoint, check_evaluation, check_items, check_training, finish_evaluation,
+                          latest_checkpoint, rank_handlers)
 from .transforms import RandLabelToIntensityd, SaveSegmentationd
 
 __all__ = [
     "build_datalist", "datalist_from_synthetic_folder", "phantom_datalist", "real_datalist", "rotate_contrasts",
-    "check_inputs", "inference_items", "volumes_ml", "latest_checkpoint", "RandLabelToIntensityd",
+    "check_inputs", "inference_items", "volumes_ml", "latest_checkpoint", "check_checkpoint", "check_evaluation", "check_items",
+    "check_training", "finish_evaluation", "rank_handlers", "RandLabelToIntensityd",
     "SaveSegmentationd",
 ]

@@ -2,9 +2,10 @@
 
     python bundles/segmenter/scripts/experiment.py --config_file bundles/segmenter/configs/experiment.yaml --jobs 2
 
-For each (arm, seed) it runs `python -m monai.bundle run` on configs/train.yaml with the arm's
+For each (arm, seed) one process runs `monai.bundle.run` on configs/train.yaml with the arm's
 `train_sources` and the shared overrides, then configs/train.yaml + configs/evaluate.yaml on the test
-set; finished runs are skipped, so an interrupted experiment resumes. Finally it writes
+set (`--jobs` such processes at a time, one CPU thread each). Finished runs are skipped and an unfinished
+training resumes from its last epoch checkpoint, so an interrupted experiment continues where it stopped. Finally it writes
 docs/experiment.json (Dice per label per run, mean ± sd per arm, targets), docs/experiment.md (table)
 and docs/experiment.png (plot).
 """
@@ -28,6 +29,8 @@ REPO = BUNDLE.parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from brainspade.cli import run_guarded  # noqa: E402
+from brainspade.errors import InputError  # noqa: E402
 from brainspade.io import save_json  # noqa: E402
 from brainspade.labels import LABELS  # noqa: E402
 
@@ -51,71 +54,96 @@ def load_experiment(config_file: str, overrides: dict | None = None) -> dict:
     return conf
 
 
-def _bundle_cmd(configs: list[Path], args_file: Path) -> list[str]:
-    files = str([str(c) for c in configs])
-    return [sys.executable, "-m", "monai.bundle", "run", "--config_file", files, "--args_file", str(args_file)]
-
-
 def plan_runs(conf: dict, arms: list[str], seeds: list[int]) -> list[dict]:
     runs = []
     for arm in arms:
         for seed in seeds:
             run_dir = Path(conf["work_dir"]) / arm / f"seed{seed}"
-            train_args = {**conf["train_overrides"], "train_sources": conf["arms"][arm], "seed": seed,
-                          "output_dir": str(run_dir), "dataset_dir": str(Path(conf["real_datalist"]).parent)}
+            common = {"bundle_root": str(BUNDLE), "dataset_dir": str(Path(conf["real_datalist"]).parent), "seed": seed}
+            train_args = {**conf["train_overrides"], **common, "train_sources": conf["arms"][arm],
+                          "output_dir": str(run_dir)}
             eval_args = {k: v for k, v in conf["train_overrides"].items() if k in ("profile", "channels", "torch_threads")}
-            eval_args.update({**conf["eval_overrides"], "test_sources": conf["test_sources"], "seed": seed,
-                              "ckpt_path": str(run_dir / "model_final.pt"), "output_dir": str(run_dir / "eval"),
-                              "dataset_dir": str(Path(conf["real_datalist"]).parent)})
+            # the driver decides what is finished; an unfinished evaluation is simply redone
+            eval_args.update({**conf["eval_overrides"], **common, "test_sources": conf["test_sources"], "overwrite": True,
+                              "ckpt_path": str(run_dir / "model_final.pt"), "output_dir": str(run_dir / "eval")})
             runs.append({"arm": arm, "seed": seed, "dir": run_dir, "train_args": train_args, "eval_args": eval_args})
     return runs
 
 
-def _jobs_for(run: dict) -> list[tuple[str, list[str], Path, Path]]:
-    d = run["dir"]
-    d.mkdir(parents=True, exist_ok=True)
-    out = []
+def _finished(run_dir: Path) -> bool:
+    return (run_dir / "eval" / "val_mean_dice_raw.csv").is_file()
+
+
+def run_one(run_dir: str | Path) -> None:
+    """Train (resuming from its checkpoints) then evaluate one (arm, seed) in this process: one interpreter
+    start per run instead of two. Steps already finished are skipped."""
+    from monai.bundle import run
+
+    d = Path(run_dir)
+    meta, logging_file = str(BUNDLE / "configs" / "metadata.json"), str(BUNDLE / "configs" / "logging.conf")
+    timing = d / "timing.json"
+    times = json.loads(timing.read_text()) if timing.is_file() else {}
     if not (d / "model_final.pt").is_file():
-        (d / "train_args.json").write_text(json.dumps(run["train_args"], indent=1))
-        out.append(("train", _bundle_cmd([BUNDLE / "configs" / "train.yaml"], d / "train_args.json"), d / "train.log",
-                    d / "model_final.pt"))
-    if not (d / "eval" / "val_mean_dice_raw.csv").is_file():
-        (d / "eval_args.json").write_text(json.dumps(run["eval_args"], indent=1))
-        out.append(("eval", _bundle_cmd([BUNDLE / "configs" / "train.yaml", BUNDLE / "configs" / "evaluate.yaml"],
-                                        d / "eval_args.json"), d / "eval.log", d / "eval" / "val_mean_dice_raw.csv"))
-    return out
+        args = json.loads((d / "train_args.json").read_text())
+        t0 = time.time()
+        run(config_file=str(BUNDLE / "configs" / "train.yaml"), meta_file=meta, logging_file=logging_file, **args)
+        times["train"] = round(time.time() - t0, 1)
+        iters = int(args.get("max_epochs", 0)) * int(args.get("iterations_per_epoch", 0))
+        times["train_iterations"] = iters
+        save_json(timing, times)
+    if not _finished(d):
+        args = json.loads((d / "eval_args.json").read_text())
+        t0 = time.time()
+        run(config_file=[str(BUNDLE / "configs" / "train.yaml"), str(BUNDLE / "configs" / "evaluate.yaml")],
+            meta_file=meta, logging_file=logging_file, **args)
+        times["eval"] = round(time.time() - t0, 1)
+        save_json(timing, times)
 
 
-def execute(runs: list[dict], jobs: int) -> None:
-    """Each run's train then eval, `jobs` runs at a time, one CPU thread each."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    queue = [(run, _jobs_for(run)) for run in runs]
-    queue = [q for q in queue if q[1]]
-    active: list[tuple[dict, list, subprocess.Popen, float, tuple]] = []
+def execute(runs: list[dict], jobs: int) -> list[dict]:
+    """Unfinished runs, `jobs` at a time, one CPU thread each; returns the runs that failed."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))}
+    queue = []
+    for run in runs:
+        if _finished(run["dir"]):
+            print(f"skip {run['arm']} seed {run['seed']}: finished earlier", flush=True)
+            continue
+        run["dir"].mkdir(parents=True, exist_ok=True)
+        save_json(run["dir"] / "train_args.json", run["train_args"])
+        save_json(run["dir"] / "eval_args.json", run["eval_args"])
+        queue.append(run)
+    total, done, durations, failed = len(queue), 0, [], []
+    active: list[tuple[dict, subprocess.Popen, float, object]] = []
+    t_start = time.time()
     while queue or active:
-        while queue and len(active) < jobs:
-            run, steps = queue.pop(0)
-            step = steps.pop(0)
-            log = open(step[2], "a")
-            print(f"[{time.strftime('%H:%M:%S')}] start {step[0]} {run['arm']} seed {run['seed']}", flush=True)
-            proc = subprocess.Popen(step[1], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO))
-            active.append((run, steps, proc, time.time(), step))
-        time.sleep(2)
+        while queue and len(active) < max(1, jobs):
+            run = queue.pop(0)
+            log = open(run["dir"] / "run.log", "a")
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--run_one", str(run["dir"])]
+            print(f"[{time.strftime('%H:%M:%S')}] start {run['arm']} seed {run['seed']}", flush=True)
+            active.append((run, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO)),
+                           time.time(), log))
+        time.sleep(0.5)
         for item in list(active):
-            run, steps, proc, t0, step = item
+            run, proc, t0, log = item
             if proc.poll() is None:
                 continue
             active.remove(item)
+            log.close()
             dt = time.time() - t0
-            timing = run["dir"] / "timing.json"
-            times = json.loads(timing.read_text()) if timing.is_file() else {}
-            times[step[0]] = round(dt, 1)
-            timing.write_text(json.dumps(times))
-            ok = proc.returncode == 0 and step[3].is_file()
-            print(f"[{time.strftime('%H:%M:%S')}] {'done' if ok else 'FAILED'} {step[0]} {run['arm']} seed {run['seed']} "
-                  f"in {dt:.0f} s (log {step[2]})", flush=True)
-            if ok and steps:
-                queue.insert(0, (run, steps))
+            ok = proc.returncode == 0 and _finished(run["dir"])
+            done += 1
+            durations.append(dt)
+            if not ok:
+                failed.append(run)
+            left = total - done
+            eta = left * (sum(durations) / len(durations)) / max(1, jobs)
+            print(f"[{time.strftime('%H:%M:%S')}] {'done' if ok else 'FAILED'} {run['arm']} seed {run['seed']} in "
+                  f"{dt:.0f} s ({done}/{total}; ETA {eta / 60:.1f} min; log {run['dir'] / 'run.log'})", flush=True)
+    if total:
+        print(f"{total} runs in {(time.time() - t_start) / 60:.1f} min", flush=True)
+    return failed
 
 
 def read_run(run_dir: Path) -> dict | None:
@@ -230,6 +258,18 @@ def _plot(arms: dict, order: list[str], keys: list[str], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def check_data(conf: dict, arms: list[str]) -> None:
+    """Every arm's training sources and the test set resolve to existing files, before any run starts."""
+    from brainspade.bundle import import_scripts
+
+    scripts = import_scripts(BUNDLE, "segmenter_scripts")
+    for arm in arms:
+        if arm not in conf["arms"]:
+            raise InputError(f"unknown arm {arm!r}; accepted: {', '.join(conf['arms'])}")
+        scripts.check_items(scripts.build_datalist(conf["arms"][arm]), f"arm {arm} training", need_image=False)
+    scripts.check_items(scripts.build_datalist(conf["test_sources"]), "test")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config_file", default=str(BUNDLE / "configs" / "experiment.yaml"))
@@ -239,7 +279,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--report_only", action="store_true", help="only aggregate finished runs")
     ap.add_argument("--set", action="append", default=[], metavar="ID=JSON",
                     help="override a config id, e.g. --set 'train_overrides#max_epochs=2' (JSON value)")
+    ap.add_argument("--run_one", default="", help=argparse.SUPPRESS)  # internal: one run, in this process
     a = ap.parse_args(argv)
+    if a.run_one:
+        run_one(a.run_one)
+        return
     sets = {}
     for item in a.set:
         key, _, val = item.partition("=")
@@ -250,9 +294,9 @@ def main(argv: list[str] | None = None) -> None:
     conf = load_experiment(a.config_file, sets)
     arms = [x for x in a.arms.split(",") if x] or list(conf["arms"])
     seeds = [int(x) for x in a.seeds.split(",") if x] or list(conf["seeds"])
+    run_guarded(check_data, conf, arms)
     runs = plan_runs(conf, arms, seeds)
-    if not a.report_only:
-        execute(runs, a.jobs)
+    failed = [] if a.report_only else execute(runs, a.jobs)
     summary = summarise(conf, runs)
     settings = {"synthetic_kind": conf["synthetic_kind"], "train_overrides": conf["train_overrides"],
                 "real_datalist": os.path.relpath(conf["real_datalist"], conf["repo_root"]),
@@ -261,7 +305,13 @@ def main(argv: list[str] | None = None) -> None:
                 "command": "python bundles/segmenter/scripts/experiment.py --config_file "
                            "bundles/segmenter/configs/experiment.yaml --jobs " + str(a.jobs)}
     settings = json.loads(json.dumps(settings).replace(str(conf["repo_root"]) + "/", ""))
-    write_reports(conf, summary, Path(conf["docs_dir"]), settings)
+    if summary["arms"]:
+        write_reports(conf, summary, Path(conf["docs_dir"]), settings)
+    if failed:
+        names = ", ".join(f"{r['arm']}/seed{r['seed']}" for r in failed)
+        print(f"error: {len(failed)} run(s) failed ({names}); see run.log in each run folder, fix, and rerun the same "
+              "command (finished runs are skipped)", file=sys.stderr)
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ from brainspade.errors import InputError
 from brainspade.io import load_json, load_nifti, prepare_output_dir, safe_id
 from brainspade.labels import LABELS
 
+from .train_utils import check_checkpoint
+
 NIFTI_EXT = (".nii.gz", ".nii")
 ACCEPTED = "a 3D NIfTI image (.nii or .nii.gz), any orientation and spacing"
 
@@ -33,7 +35,11 @@ def check_image(path: str | Path) -> tuple[int, ...]:
         raise InputError(f"input image {str(p)!r} does not exist; accepted: {ACCEPTED}")
     if not p.name.endswith(NIFTI_EXT):
         raise InputError(f"input image {str(p)!r} is not a NIfTI file name; accepted: {ACCEPTED}")
-    data, _ = load_nifti(p, "input image")  # readable NIfTI, finite values, 3D or channel stack
+    try:
+        data, _ = load_nifti(p, "input image")  # readable NIfTI, finite values, 3D or channel stack
+    except InputError as exc:
+        msg = str(exc)
+        raise InputError(msg if "accepted" in msg else f"{msg}; accepted: {ACCEPTED}, finite values") from None
     if data.ndim == 4 and data.shape[0] == 1:
         data = data[0]
     if data.ndim != 3:
@@ -74,9 +80,11 @@ def planned_outputs(name: str) -> list[str]:
 
 
 def check_weights(ckpt_path) -> None:
+    """Weights exist and load as a state dict (weights_only=True) before any output is written."""
     if ckpt_path in (None, "") or not Path(str(ckpt_path)).is_file():
         raise InputError(f"model weights {str(ckpt_path)!r} do not exist; accepted: a state-dict file such as "
                          "bundles/segmenter/models/model.pt (train one with configs/train.yaml)")
+    check_checkpoint(ckpt_path, "model weights")
 
 
 def check_inputs(input_image=None, datalist=None, output_dir=None, overwrite: bool = False,

@@ -1,11 +1,26 @@
-"""Checkpoint helpers for resuming a training run."""
+"""Checks and helpers around training/evaluation runs: input validation before anything is written,
+checkpoints for resume, the per-label evaluation tables, and rank-aware handler lists for torchrun.
+
+The checks run first in each config's `run` list (inside brainspade.cli.run_guarded), so bad input becomes
+one line `error: ...` with exit status 2 instead of a traceback from deep inside an Ignite engine.
+"""
 
 from __future__ import annotations
 
+import csv
+import math
+import os
 import re
+import shutil
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from brainspade.errors import InputError
+from brainspade.io import save_json
+from brainspade.labels import LABELS
+
 _ITER = re.compile(r"checkpoint_(?:epoch|iteration)=(\d+)\.pt$")
+CKPT_ACCEPTED = "a PyTorch state-dict file written by this bundle (torch.save of a dict of tensors)"
 
 
 def latest_checkpoint(ckpt_dir: str | Path) -> str:
@@ -15,3 +30,137 @@ def latest_checkpoint(ckpt_dir: str | Path) -> str:
         return ""
     found = [(int(m.group(1)), p) for p in d.glob("*checkpoint_*.pt") if (m := _ITER.search(p.name))]
     return str(max(found)[1]) if found else ""
+
+
+def check_checkpoint(path: str | Path, what: str = "checkpoint") -> None:
+    """Refuse a missing or unreadable weights file before an engine starts (CheckpointLoader would raise an
+    UnpicklingError traceback). Loads with weights_only=True: nothing in the file is executed."""
+    import torch
+
+    p = Path(str(path))
+    if not p.is_file():
+        raise InputError(f"{what} {str(p)!r} does not exist; accepted: {CKPT_ACCEPTED}")
+    try:
+        obj = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated / non-torch / pickled-code files
+        raise InputError(f"{what} {str(p)!r} is not a readable weights file ({type(exc).__name__}); "
+                         f"accepted: {CKPT_ACCEPTED}") from None
+    if not isinstance(obj, Mapping) or not obj:
+        raise InputError(f"{what} {str(p)!r} holds {type(obj).__name__}, not a state dict; accepted: {CKPT_ACCEPTED}")
+
+
+def check_items(items: Sequence, what: str, need_image: bool = True) -> None:
+    """Every datalist entry has a label (and an image unless domain-randomised) that exists on disk."""
+    if not isinstance(items, Sequence) or isinstance(items, str) or not items:
+        raise InputError(f"{what} datalist is empty; accepted: a non-empty list of {{'image': path, 'label': path}}")
+    for i, e in enumerate(items):
+        name = f"{what} entry {i}" + (f" ({e.get('id')})" if isinstance(e, Mapping) and e.get("id") else "")
+        if not isinstance(e, Mapping) or "label" not in e:
+            raise InputError(f"{name} has no 'label'; accepted: {{'image': path, 'label': path}} "
+                             "(or {'label': path} with kind dr)")
+        keys = ["image", "label"] if need_image or "image" in e else ["label"]
+        for k in keys:
+            if k not in e:
+                raise InputError(f"{name} has no {k!r}; accepted: {{'image': path, 'label': path}}")
+            if not Path(str(e[k])).is_file():
+                raise InputError(f"{name}: {k} file {str(e[k])!r} does not exist")
+
+
+def check_training(train_items: Sequence, val_items: Sequence, ckpt_dir: str | Path, output_dir: str | Path,
+                   resume: bool, overwrite: bool = False) -> str:
+    """Validate the training run before it starts; returns the checkpoint it will resume from ('' if none).
+
+    An earlier run's results are never silently replaced: resume it (`resume: true`), or pass
+    `overwrite: true` to start over (stale checkpoints are then removed so a later resume cannot pick them).
+    """
+    check_items(train_items, "training", need_image=False)
+    check_items(val_items, "validation")
+    latest = latest_checkpoint(ckpt_dir)
+    if resume and latest:
+        check_checkpoint(latest, "checkpoint to resume from")
+        return latest
+    earlier = [p for p in (Path(latest) if latest else None, Path(output_dir) / "model_final.pt") if p and p.is_file()]
+    if earlier and not overwrite:
+        raise InputError(f"output_dir {str(output_dir)!r} already holds results of an earlier run ({earlier[0].name}); "
+                         "accepted: resume=true to continue it, overwrite=true to start over, or a new output_dir")
+    if earlier:
+        for p in Path(ckpt_dir).glob("*checkpoint_*.pt"):
+            if _ITER.search(p.name):
+                p.unlink(missing_ok=True)  # every torchrun rank runs this check
+    return ""
+
+
+EVAL_TABLES = ("metrics_per_label.json", "metrics_per_label.md")
+
+
+def check_evaluation(items: Sequence, ckpt_path: str | Path, output_dir: str | Path, overwrite: bool = False) -> Path:
+    """Validate the test set, the weights and the output folder of an evaluation; returns the staging folder
+    MetricsSaver writes into (its CSVs are moved into place only when the run completes)."""
+    check_items(items, "test")
+    check_checkpoint(ckpt_path, "model weights")
+    out = Path(output_dir)
+    if not overwrite and out.is_dir():
+        clash = [f for f in EVAL_TABLES if (out / f).exists()] + sorted(p.name for p in out.glob("*_raw.csv"))
+        if clash:
+            raise InputError(f"output_dir {str(out)!r} already holds {clash[0]!r}; accepted: a new output_dir, "
+                             "or --overwrite true")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"output_dir {str(out)!r} cannot be created ({exc.strerror}); accepted: a writable folder") from None
+    staging = out / ".metrics.part"
+    shutil.rmtree(staging, ignore_errors=True)
+    return staging
+
+
+def _read_summary(path: Path) -> dict[str, dict[str, float]]:
+    with path.open() as f:
+        return {r["class"]: {k: float(v) for k, v in r.items() if k != "class"} for r in csv.DictReader(f)}
+
+
+# MetricsSaver's metric names -> table names; HD95 is computed in voxels of the (isotropic) profile grid
+METRIC_NAMES = {"val_mean_dice": "dice", "val_hd95": "hd95_mm"}
+
+
+def finish_evaluation(output_dir: str | Path, spacing_mm: float = 1.0, include_background: bool = False) -> dict:
+    """Move MetricsSaver's CSVs from the staging folder into `output_dir` and write the per-label tables
+    (MetricsSaver names columns class0..; these tables use the label table's names, HD95 in mm)."""
+    out = Path(output_dir)
+    staging = out / ".metrics.part"
+    if staging.is_dir():
+        for f in staging.iterdir():
+            os.replace(f, out / f.name)
+        staging.rmdir()
+    offset = 0 if include_background else 1
+    table: dict[str, dict] = {}
+    for summ in sorted(out.glob("*_summary.csv")):
+        raw_name = summ.name[: -len("_summary.csv")]
+        metric = METRIC_NAMES.get(raw_name, raw_name)
+        scale = float(spacing_mm) if metric.endswith("_mm") else 1.0
+        table[metric] = {}
+        for cls, vals in _read_summary(summ).items():
+            key = "mean_over_labels" if cls == "mean" else LABELS[int(cls[5:]) + offset].key
+            table[metric][key] = {"mean": vals["mean"] * scale, "std": vals["std"] * scale,
+                                  "n_images": int(round(vals["notnans"]))}
+    save_json(out / "metrics_per_label.json", {"per_label": table, "note": "mean/std over test images; a label "
+                                               "counts only on images where it is present; hd95_mm = HD95 in "
+                                               "voxels of the profile grid x its spacing (raw CSVs: voxels)"})
+    metrics = list(table)
+    keys = [lab.key for lab in LABELS[offset:]] + ["mean_over_labels"]
+    fmt = lambda v: "n/a" if v is None or not math.isfinite(v["mean"]) else f"{v['mean']:.3f} ± {v['std']:.3f}"  # noqa: E731
+    lines = ["| label | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+    for k in keys:
+        lines.append(f"| {k} | " + " | ".join(fmt(table[m].get(k)) for m in metrics) + " |")
+    tmp = out / ".metrics_per_label.md.part"
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, out / "metrics_per_label.md")
+    return table
+
+
+def rank_handlers(handlers: Sequence, is_rank0: bool) -> list:
+    """Handlers for one torchrun rank: every rank keeps what must run in step on all ranks (LR schedule,
+    validation, checkpoint loading); only rank 0 keeps those that log or write files."""
+    from monai.handlers import CheckpointSaver, MetricsSaver, StatsHandler, TensorBoardStatsHandler
+
+    writers = (CheckpointSaver, StatsHandler, TensorBoardStatsHandler, MetricsSaver)
+    return list(handlers) if is_rank0 else [h for h in handlers if not isinstance(h, writers)]
