@@ -34,3 +34,25 @@ def test_evaluate_config_runs_and_saves_all_metrics(tiny_phantoms, tmp_path, cap
     with pytest.raises(SystemExit) as exc:  # refuses to replace the results without --overwrite true
         run(**kw)
     assert exc.value.code == 2 and out.read_text() == before
+
+
+def test_label_sampling_benchmark_smoke(tmp_path):
+    """benchmarks/label_sampling.py --profile tiny: every sampler timed on the same requests, ratios and accuracy."""
+    import importlib.util
+
+    from label_ldm_helpers import ROOT
+
+    spec = importlib.util.spec_from_file_location("label_sampling_bench", ROOT / "benchmarks" / "label_sampling.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "label_sampling.json"
+    res = bench.main(["--profile", "tiny", "--steps", "ddim=2,pndm300=2,ddpm1000=3", "--num_samples", "2",
+                      "--threads", "1", "--verify_retries", "1", "--output", str(out)])
+    assert json.loads(out.read_text())["benchmark"] == "label_sampling_tiny"
+    rows = {r["sampler"]: r for r in res["cases"]}
+    assert list(rows) == ["ddim", "pndm300", "ddpm1000", "ddim+verify"]
+    assert (rows["ddim"]["steps"], rows["pndm300"]["steps"], rows["ddpm1000"]["steps"]) == (2, 2, 3)
+    assert rows["ddim"]["guidance_scale"] == 3.0 and rows["pndm300"]["guidance_scale"] == 1.0
+    assert all(r["samples"] == 2 and r["s_per_sample"] > 0 and "tumour_presence_rate" in r for r in rows.values())
+    assert res["pndm300_over_ddim_time"] > 0 and res["ddpm1000_over_ddim_time"] > 0
+    assert rows["ddim+verify"]["max_retries"] == 1 and rows["ddim"]["mean_retries"] == 0
