@@ -111,3 +111,23 @@ def test_missing_weights_is_a_clear_error(weights, tmp_path):
     parser = inference_parser(str(tmp_path / "nope.pt"), weights[1])
     with pytest.raises(InputError, match="autoencoder weights file .* does not exist"):
         parser.get_parsed_content("sampler")()
+
+
+def test_weights_of_another_profile_or_size_are_refused(weights):
+    ae, dm = weights
+    with pytest.raises(InputError, match="trained for profile 'tiny', not 'default'; accepted: --profile tiny"):
+        inference_parser(ae, dm, profile="default").get_parsed_content("sampler").load()
+    wider = inference_parser(ae, dm, common_overrides={**TINY, "ae_channels": [8, 8, 8]})
+    with pytest.raises(InputError, match="does not match the configured network .*accepted: weights trained with"):
+        wider.get_parsed_content("sampler").load()
+
+
+def test_bad_datalists_are_refused(tmp_path, tiny_phantoms):
+    bad = tmp_path / "datalist.json"
+    bad.write_text(json.dumps({"validation": []}))
+    with pytest.raises(InputError, match="has no usable 'training' list"):
+        scripts.load_datalist(bad, "training")
+    bad.write_text(json.dumps({"training": [{"id": "s1", "pv": "missing_pv.nii.gz"}]}))
+    with pytest.raises(InputError, match="'s1' lacks a readable 'pv' file .*accepted: paths relative to the datalist"):
+        scripts.load_datalist(bad, "training")
+    assert len(scripts.load_datalist(tiny_phantoms, "training", limit=2)) == 2
