@@ -208,3 +208,26 @@ def test_paper_profile_config_resolves_at_reference_sizes():
     inf.read_config([str(CONFIGS / "inference.yaml"), str(CONFIGS / "paper.yaml")])
     assert inf.get_parsed_content("common_overrides")["channels"] == parser.get_parsed_content("channels")
     assert inf["profile"] == "paper" and inf.get_parsed_content("ckpt_path").endswith("model_paper.pt")
+
+
+def test_main_command_from_a_copied_bundle_folder(chain, tmp_path):
+    """A real `python -m monai.bundle run` from the bundle's own folder, with brainspade3d and label_ldm copied
+    elsewhere on disk: the chain finds its sibling bundle and its scripts by the config's location."""
+    import shutil
+
+    from brainspade3d_helpers import write_overrides
+    from cli_harness import run_cmd
+
+    for name in ("brainspade3d", "label_ldm"):
+        shutil.copytree(CONFIGS.parent.parent / name, tmp_path / "zoo" / name,
+                        ignore=shutil.ignore_patterns("models", "runs", "__pycache__"))
+    own = tmp_path / "zoo" / "brainspade3d"
+    meta = own / "configs" / "metadata.json"
+    meta.write_text(meta.read_text().replace('"version": "0.1.0"', '"version": "9.9.9"'))  # marks the copy
+    over = write_overrides(chain, tmp_path / "tiny.json")
+    res = run_cmd(["-m", "monai.bundle", "run", "--config_file", repr(["configs/inference.yaml", over]),
+                   "--output_dir", "out", "--contrast", "t1ce", "--preview", "false"], cwd=own)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (own / "out" / "sample-000000_t1ce.nii.gz").is_file() and (own / "out" / "datalist.json").is_file()
+    side = json.loads((own / "out" / "sample-000000.json").read_text())
+    assert side["models"]["brainspade3d"] == "9.9.9" and side["models"]["label_ldm"] and side["contrast"] == ["t1ce"]
