@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> dict:
         tmp = Path(tmp_s)
         images = _inputs(n if a.quick else n + 1, tmp, a.quick)  # quick: no separate warm-up
         ckpt, weights = _weights(tmp)
-        (tmp / "list.json").write_text(json.dumps({"testing": [{"image": im, "id": f"v{i}"} for i, im in enumerate(images)]}))
+        items = [{"image": im, "id": f"v{i}"} for i, im in enumerate(images)]
+        (tmp / "list.json").write_text(json.dumps({"testing": items}))
         wf = ConfigWorkflow(config_file=str(BUNDLE / "configs" / "inference.yaml"), workflow_type="inference",
                             meta_file=str(BUNDLE / "configs" / "metadata.json"),
                             logging_file=str(BUNDLE / "configs" / "logging.conf"), bundle_root=str(BUNDLE),

@@ -13,6 +13,7 @@ Optional per source: `repeat` (int, weight in the mix), `max_items` (cap, taken 
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,7 +30,7 @@ def _resolve(path: str | Path, base_dir: str | Path | None) -> Path:
     p = Path(str(path)).expanduser()
     if not p.is_absolute() and base_dir is not None:
         p = Path(base_dir) / p
-    return p
+    return Path(os.path.normpath(p))  # readable in messages ('a/b/../../c' -> 'c'); symlinks untouched
 
 
 def _datalist_path(path: str | Path, base_dir=None) -> Path:
@@ -101,7 +102,8 @@ def datalist_from_synthetic_folder(folder: str | Path, contrasts: str | Sequence
     root = _resolve(folder, base_dir)
     if not root.is_dir():
         raise InputError(f"synthetic data folder {str(root)!r} does not exist; accepted: a folder written by "
-                         "bundles/brainspade3d inference (<id>_<contrast>.nii.gz + <id>_label.nii.gz)")
+                         "bundles/brainspade3d inference (<id>_<contrast>.nii.gz + <id>_label.nii.gz); or train "
+                         "without it, e.g. --train_sources @real_sources")
     wanted = check_contrasts(contrasts) if contrasts else list(CONTRASTS)
     out = []
     for lab in sorted(root.rglob("*_label.nii*")):

@@ -5,8 +5,8 @@
 For each (arm, seed) one process runs `monai.bundle.run` on configs/train.yaml with the arm's
 `train_sources` and the shared overrides, then configs/train.yaml + configs/evaluate.yaml on the test
 set (`--jobs` such processes at a time, one CPU thread each). Finished runs are skipped and an unfinished
-training resumes from its last epoch checkpoint, so an interrupted experiment continues where it stopped. Finally it writes
-docs/experiment.json (Dice per label per run, mean ± sd per arm, targets), docs/experiment.md (table)
+training resumes from its last epoch checkpoint, so an interrupted experiment continues where it stopped.
+Finally it writes docs/experiment.json (Dice per label per run, mean ± sd per arm, targets), docs/experiment.md (table)
 and docs/experiment.png (plot).
 """
 
@@ -62,10 +62,12 @@ def plan_runs(conf: dict, arms: list[str], seeds: list[int]) -> list[dict]:
             common = {"bundle_root": str(BUNDLE), "dataset_dir": str(Path(conf["real_datalist"]).parent), "seed": seed}
             train_args = {**conf["train_overrides"], **common, "train_sources": conf["arms"][arm],
                           "output_dir": str(run_dir)}
-            eval_args = {k: v for k, v in conf["train_overrides"].items() if k in ("profile", "channels", "torch_threads")}
+            same = ("profile", "channels", "torch_threads")
+            eval_args = {k: v for k, v in conf["train_overrides"].items() if k in same}
             # the driver decides what is finished; an unfinished evaluation is simply redone
-            eval_args.update({**conf["eval_overrides"], **common, "test_sources": conf["test_sources"], "overwrite": True,
-                              "ckpt_path": str(run_dir / "model_final.pt"), "output_dir": str(run_dir / "eval")})
+            eval_args.update({**conf["eval_overrides"], **common, "test_sources": conf["test_sources"],
+                              "overwrite": True, "ckpt_path": str(run_dir / "model_final.pt"),
+                              "output_dir": str(run_dir / "eval")})
             runs.append({"arm": arm, "seed": seed, "dir": run_dir, "train_args": train_args, "eval_args": eval_args})
     return runs
 
@@ -188,7 +190,8 @@ def summarise(conf: dict, runs: list[dict]) -> dict:
         a["unseen_mean_sd"] = _ms([r["unseen_mean"] for r in rs])
         a["seeds"] = len(rs)
     targets = {}
-    m = {arm: {k: v[0] for k, v in a["dice_mean_sd"].items()} | {"seen": a["seen_mean_sd"][0]} for arm, a in arms.items()}
+    m = {arm: {k: v[0] for k, v in a["dice_mean_sd"].items()} | {"seen": a["seen_mean_sd"][0]}
+         for arm, a in arms.items()}
     if {"real_only", "synthetic_only"} <= m.keys():
         ratio = m["synthetic_only"]["seen"] / m["real_only"]["seen"]
         targets["synthetic_only_vs_real_only_seen_ratio"] = {"value": ratio, "target": ">= 0.9", "met": ratio >= 0.9}
@@ -203,7 +206,8 @@ def summarise(conf: dict, runs: list[dict]) -> dict:
         diff = m["real_synthetic"]["tumour"] - m["real_dr"]["tumour"]
         targets["tumour_real_synthetic_minus_real_dr"] = {"value": diff, "target": "> 0", "met": diff > 0}
     best = max(arms, key=lambda k: np.nanmean(list(m[k][lab.key] for lab in FG))) if arms else None
-    return {"arms": arms, "targets": targets, "best_arm_by_mean_dice": best, "seen_labels": seen, "unseen_labels": unseen}
+    return {"arms": arms, "targets": targets, "best_arm_by_mean_dice": best, "seen_labels": seen,
+            "unseen_labels": unseen}
 
 
 def write_reports(conf: dict, summary: dict, docs: Path, settings: dict) -> None:

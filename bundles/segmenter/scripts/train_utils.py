@@ -107,7 +107,8 @@ def check_evaluation(items: Sequence, ckpt_path: str | Path, output_dir: str | P
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"output_dir {str(out)!r} cannot be created ({exc.strerror}); accepted: a writable folder") from None
+        raise InputError(f"output_dir {str(out)!r} cannot be created ({exc.strerror}); "
+                         "accepted: a writable folder") from None
     staging = out / ".metrics.part"
     shutil.rmtree(staging, ignore_errors=True)
     return staging
@@ -147,7 +148,10 @@ def finish_evaluation(output_dir: str | Path, spacing_mm: float = 1.0, include_b
                                                "voxels of the profile grid x its spacing (raw CSVs: voxels)"})
     metrics = list(table)
     keys = [lab.key for lab in LABELS[offset:]] + ["mean_over_labels"]
-    fmt = lambda v: "n/a" if v is None or not math.isfinite(v["mean"]) else f"{v['mean']:.3f} ± {v['std']:.3f}"  # noqa: E731
+
+    def fmt(v: dict | None) -> str:
+        return "n/a" if v is None or not math.isfinite(v["mean"]) else f"{v['mean']:.3f} ± {v['std']:.3f}"
+
     lines = ["| label | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
     for k in keys:
         lines.append(f"| {k} | " + " | ".join(fmt(table[m].get(k)) for m in metrics) + " |")
