@@ -231,3 +231,19 @@ def test_main_command_from_a_copied_bundle_folder(chain, tmp_path):
     assert (own / "out" / "sample-000000_t1ce.nii.gz").is_file() and (own / "out" / "datalist.json").is_file()
     side = json.loads((own / "out" / "sample-000000.json").read_text())
     assert side["models"]["brainspade3d"] == "9.9.9" and side["models"]["label_ldm"] and side["contrast"] == ["t1ce"]
+
+
+def test_shard_comes_from_torchrun_environment_or_options(monkeypatch):
+    from brainspade3d_helpers import common_parser as _cp
+    from brainspade.errors import InputError
+
+    inf = _cp().get_parsed_content("scripts").inference
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert inf.resolve_shard() == (0, 1)
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert inf.resolve_shard() == (3, 4)
+    assert inf.resolve_shard(1, 2) == (1, 2)  # options win over the environment
+    with pytest.raises(InputError, match=r"accepted: 0\.\.1"):
+        inf.resolve_shard(2, 2)

@@ -33,9 +33,10 @@ def _brain(shape=(24, 24, 24)) -> np.ndarray:
 
 
 _one_thread = pytest.fixture(scope="module", autouse=True)(one_torch_thread)
-SUBPROCESS = ("unknown_contrast", "unreadable_label_file", "label_file_4d_wrong_channels", "labels_outside_table",
-              "nan_in_label_file", "bad_style_image", "num_samples_0", "output_exists_without_overwrite")
-IN_PROCESS = ("missing_label_file", "label_file_2d", "shard_out_of_range", "unknown_profile")
+SUBPROCESS = ("unknown_contrast", "unreadable_label_file", "labels_outside_table", "nan_in_label_file",
+              "bad_style_image", "output_exists_without_overwrite")  # + training_datalist_missing: 7 processes
+IN_PROCESS = ("missing_label_file", "label_file_2d", "label_file_4d_wrong_channels", "num_samples_0",
+              "shard_out_of_range", "unknown_profile", "negative_lesion_volume", "output_dir_is_a_file")
 
 
 def _cases(d: Path) -> dict[str, tuple[dict, str, list[str]]]:
@@ -64,6 +65,8 @@ def _cases(d: Path) -> dict[str, tuple[dict, str, list[str]]]:
                             r"style_image .* not a readable NIfTI.*accepted: .*nii", []),
         "num_samples_0": ({"num_samples": 0}, r"num_samples=0 is out of range; accepted: 1\.\.", []),
         "shard_out_of_range": ({"shard": 2, "num_shards": 2}, r"shard=2 .*accepted: 0\.\.1", []),
+        "negative_lesion_volume": ({"tumour_ml": -5}, r"tumour_ml=-5 is negative; accepted:", []),
+        "output_dir_is_a_file": ({"output_dir": str(d / "notes.txt")}, r"output_dir .* cannot be created.*accepted: a writable", []),
         "unknown_profile": ({"profile": "huge"}, r"unknown profile 'huge'; accepted: default, paper, tiny", []),
         "output_exists_without_overwrite": ({}, r"already holds 'sample-000000_t1.nii.gz'.*accepted: .*--overwrite true",
                                             ["sample-000000_t1.nii.gz"]),
@@ -117,7 +120,7 @@ def test_bad_input_in_process(workdir, case, capsys):
     opts, pattern, _ = _cases(d)[case]
     out = d / f"inproc_{case}"
     with pytest.raises(SystemExit) as exc:
-        run_inference(chain, output_dir=str(out), **opts)
+        run_inference(chain, **{"output_dir": str(out), **opts})
     assert exc.value.code == 2
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and re.search(pattern, lines[0]), lines

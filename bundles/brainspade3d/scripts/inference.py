@@ -311,6 +311,7 @@ def synthesise(network: torch.nn.Module, ckpt_path: str, device, profile: str = 
         sampler.settings(num_samples=1, seed=base_seed)  # checks conditioning + label_ldm weights up front
         ids = {k: sample_id(k) for k in indices}
     expect = {"base_seed": base_seed, "profile": prof.name, "label_source": "label_file" if user else "label_ldm",
+              "label_file": str(Path(label_path).resolve()) if user is not None else None,
               "style_image": str(Path(style_path).resolve()) if style_path else None}
     out = Path(str(output_dir))
     todo = [k for k in indices if overwrite or not resume or not out.is_dir()
@@ -361,8 +362,7 @@ def synthesise(network: torch.nn.Module, ckpt_path: str, device, profile: str = 
             files["preview"] = f"{sid}.png"
         side = {
             "id": sid, "synthetic": True, "index": k, "seed": s_seed, "base_seed": base_seed, "contrast": contrasts,
-            "label_source": expect["label_source"],
-            "label_file": str(Path(label_path).resolve()) if user is not None else None,
+            "label_source": expect["label_source"], "label_file": expect["label_file"],
             "requested": requested, "achieved": {key: round(float(v), 4) for key, v in (achieved or {}).items()},
             "style_image": expect["style_image"], "style_seed": style_seed,
             "models": {"brainspade3d": model_version,
