@@ -228,8 +228,17 @@ def write_reports(conf: dict, summary: dict, docs: Path, settings: dict) -> None
     for name, t in summary["targets"].items():
         extra = f" ({t['label']})" if "label" in t else ""
         tl.append(f"| {name} {t['target']} | {t['value']:.3f}{extra} | {'yes' if t['met'] else 'NO'} |")
-    text = ("Dice per label on the held-out test set (mean ± sd over seeds; a label counts only on images that "
-            "contain it).\n\n" + "\n".join(lines) + "\n" + "\n".join(tl) + "\n")
+    st = summary["settings"]
+    tr = st["train_overrides"]
+    budget = f"{tr.get('max_epochs')} epochs x {tr.get('iterations_per_epoch')} iterations"
+    secs = {a: [r["seconds"].get("train") for r in arms[a]["runs"].values() if r["seconds"].get("train")] for a in order}
+    times = ", ".join(f"{ARM_TITLES[a]} {np.mean(v) / 60:.1f} min" for a, v in secs.items() if v)
+    head = (f"Command: `{st['command']}`  \nSynthetic data: `{st['synthetic_kind']}`; real set `{st['real_datalist']}` "
+            f"(healthy + WMH only); test set `{st['test_datalist']}` (every pathology, held-out style b); "
+            f"budget {budget} per run, seeds {st['seeds']}."
+            + (f"  \nMean training time per run: {times}." if times else "") + "\n\n")
+    text = (head + "Dice per label on the held-out test set (mean ± sd over seeds; a label counts only on images "
+            "that contain it).\n\n" + "\n".join(lines) + "\n" + "\n".join(tl) + "\n")
     tmp = docs / ".experiment.md.part"
     tmp.write_text(text)
     os.replace(tmp, docs / "experiment.md")
