@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from cli_harness import run_cmd
-from label_ldm_helpers import CONFIGS, ONE_THREAD_ENV, TINY
+from label_ldm_helpers import CONFIGS, ONE_THREAD_ENV, TINY, make_tiny_weights, one_thread  # noqa: F401
 
 
 def _torchrun(configs: list[str], **overrides) -> list[str]:
@@ -21,16 +22,16 @@ def _log_writers(run_dir) -> int:
     return len({f.name.split(".")[-2] for f in run_dir.glob("events.out.tfevents*")})
 
 
-def test_torchrun_two_processes_train_both_stages(tiny_phantoms, tmp_path):
-    ae_pt, dm_pt = tmp_path / "autoencoder.pt", tmp_path / "diffusion.pt"
-    common = dict(datalist=tiny_phantoms, epoch_length=2, save_interval=2, max_epochs=1)
+def test_torchrun_two_processes_train_autoencoder(tiny_phantoms, tmp_path):
+    ae_pt = tmp_path / "autoencoder.pt"
     res = run_cmd(_torchrun(["common.yaml", "train_autoencoder.yaml", "multi_gpu_train_autoencoder.yaml"],
-                            run_dir=tmp_path / "ae", export_path=ae_pt, adv_start=1, image_log_interval=1, **common),
+                            datalist=tiny_phantoms, epoch_length=2, save_interval=2, max_epochs=1,
+                            run_dir=tmp_path / "ae", export_path=ae_pt, adv_start=1, image_log_interval=1),
                   cwd=tmp_path, env=ONE_THREAD_ENV)
     assert res.returncode == 0, res.stderr[-4000:]
     ckpt = torch.load(tmp_path / "ae" / "checkpoints" / "final.pt", map_location="cpu", weights_only=True)
     assert ckpt["trainer"]["iteration"] == 2
-    # rank 0 alone writes: one TensorBoard log, one checkpoint, one export; its weights are the synchronised ones
+    # rank 0 alone writes: one TensorBoard writer, its checkpoints, one export; its weights are the synchronised ones
     assert _log_writers(tmp_path / "ae") == 1
     assert sorted(p.name for p in (tmp_path / "ae" / "checkpoints").iterdir()) == ["checkpoint_iteration=2.pt", "final.pt"]
     exported = torch.load(ae_pt, map_location="cpu", weights_only=True)["autoencoder"]
@@ -38,11 +39,20 @@ def test_torchrun_two_processes_train_both_stages(tiny_phantoms, tmp_path):
     assert not any(k.startswith("module.") for k in exported)
     assert res.stdout.count("exported autoencoder weights") == 1
 
+
+@pytest.mark.slow  # ~40 s of CPU on a loaded 2-core machine: three more processes importing torch + MONAI
+def test_torchrun_two_processes_train_diffusion(tiny_phantoms, tmp_path):
+    ae_pt, _ = make_tiny_weights(tiny_phantoms, tmp_path / "w")
+    dm_pt = tmp_path / "diffusion.pt"
     res = run_cmd(_torchrun(["common.yaml", "train_diffusion.yaml", "multi_gpu_train_diffusion.yaml"],
+                            datalist=tiny_phantoms, epoch_length=2, save_interval=2, max_epochs=1,
                             run_dir=tmp_path / "dm", export_path=dm_pt, autoencoder_path=ae_pt, batch_size=1,
-                            image_log_interval=1, preview_steps=1, **common),
+                            image_log_interval=1, preview_steps=1),
                   cwd=tmp_path, env=ONE_THREAD_ENV)
     assert res.returncode == 0, res.stderr[-4000:]
+    ckpt = torch.load(tmp_path / "dm" / "checkpoints" / "final.pt", map_location="cpu", weights_only=True)
+    assert ckpt["trainer"]["iteration"] == 2
     d = torch.load(dm_pt, map_location="cpu", weights_only=True)
     assert d["scale_factor"] > 0 and d["profile"] == "tiny" and not any(k.startswith("module.") for k in d["diffusion"])
-    assert _log_writers(tmp_path / "dm") == 1
+    assert all(torch.equal(d["diffusion"][k], v) for k, v in ckpt["diffusion"].items())
+    assert _log_writers(tmp_path / "dm") == 1 and res.stdout.count("exported diffusion weights") == 1
