@@ -96,6 +96,31 @@ def test_training_refuses_to_replace_an_earlier_run(trained, capsys):
     assert "already holds results of an earlier run" in capsys.readouterr().err
 
 
+def test_training_checks_resume_and_overwrite_rules(trained, tmp_path):
+    """Pure checks, no training: which checkpoint a run resumes from, what --overwrite removes, what is refused."""
+    from brainspade.errors import InputError
+
+    scripts = import_scripts(BUNDLE, "segmenter_scripts")
+    items = scripts.build_datalist(trained["sources"])
+    out = tmp_path / "run"
+    ckpts = out / "checkpoints"
+    ckpts.mkdir(parents=True)
+    for n in (3, 12):
+        torch.save({"model": {"w": torch.zeros(1)}}, ckpts / f"checkpoint_epoch={n}.pt")
+    assert scripts.check_training(items, items[:1], ckpts, out, resume=True).endswith("checkpoint_epoch=12.pt")
+    with pytest.raises(InputError, match="already holds results of an earlier run"):
+        scripts.check_training(items, items[:1], ckpts, out, resume=False)
+    assert scripts.check_training(items, items[:1], ckpts, out, resume=False, overwrite=True) == ""
+    assert not list(ckpts.glob("*.pt"))  # a later resume cannot pick a stale checkpoint
+    (ckpts / "checkpoint_epoch=1.pt").write_bytes(b"truncated")
+    with pytest.raises(InputError, match="checkpoint to resume from .* is not a readable weights file"):
+        scripts.check_training(items, items[:1], ckpts, out, resume=True)
+    with pytest.raises(InputError, match="validation entry 0 .*has no 'image'"):
+        scripts.check_training(items, [{"label": items[0]["label"]}], ckpts, out, resume=False, overwrite=True)
+    with pytest.raises(InputError, match="training datalist is empty"):
+        scripts.check_training([], items[:1], ckpts, out, resume=True)
+
+
 def test_evaluate_writes_dice_and_hd95_per_label(trained, tiny_phantoms, tmp_path):
     d = str(tiny_phantoms.parent)
     out = tmp_path / "eval"
