@@ -322,6 +322,8 @@ def synthesise(network: torch.nn.Module, ckpt_path: str, device, profile: str = 
         print(f"resuming: {len(indices) - len(todo)} of {len(indices)} sample(s) of shard {shard_i}/{shards} "
               "already complete", flush=True)
 
+    with torch.no_grad():  # a reference scan's style code: the encoder's mean (deterministic), once for all samples
+        z_style = network.encode(style.to(device))[0].cpu() if style is not None else None
     written = []
     for k in todo:
         t0 = time.perf_counter()
@@ -336,7 +338,7 @@ def synthesise(network: torch.nn.Module, ckpt_path: str, device, profile: str = 
                              "accepted: label_ldm and brainspade3d run with the same --profile")
         style_seed = None
         if style is not None:
-            z = network.encode(style.to(device))[0].cpu()  # the style code's mean: deterministic
+            z = z_style
         else:
             style_seed = sample_seed(s_seed, STYLE_STREAM)
             z = network.sample_z(1, generator=torch.Generator().manual_seed(style_seed))
