@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import nibabel as nib
@@ -251,7 +250,6 @@ def test_experiment_driver_end_to_end_and_resumes(tiny_phantoms, tmp_path, capsy
     for k, v in sets.items():
         argv += ["--set", f"{k}={json.dumps(v)}"]
     experiment = _load_module("segmenter_experiment_driver", BUNDLE / "scripts" / "experiment.py")
-    t0 = time.time()
     experiment.main(argv)  # the driver in this process; each (arm, seed) runs in its own subprocess
     summary = json.loads((tmp_path / "docs" / "experiment.json").read_text())
     assert set(summary["arms"]) == {"real_only", "real_synthetic"}
@@ -266,7 +264,6 @@ def test_experiment_driver_end_to_end_and_resumes(tiny_phantoms, tmp_path, capsy
     assert (tmp_path / "docs" / "experiment.png").stat().st_size > 1000
     timing = json.loads((tmp_path / "work" / "real_only" / "seed0" / "timing.json").read_text())
     assert timing["train_iterations"] == 2 and timing["train"] > 0
-    assert time.time() - t0 < 120
     # resume: nothing left to run, the same report again
     before = (tmp_path / "docs" / "experiment.json").read_text()
     capsys.readouterr()
