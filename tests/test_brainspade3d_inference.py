@@ -247,3 +247,13 @@ def test_shard_comes_from_torchrun_environment_or_options(monkeypatch):
     assert inf.resolve_shard(1, 2) == (1, 2)  # options win over the environment
     with pytest.raises(InputError, match=r"accepted: 0\.\.1"):
         inf.resolve_shard(2, 2)
+
+
+def test_pathology_montage_for_the_docs(chain, tmp_path, capsys):
+    from monai.bundle import run
+
+    png = tmp_path / "docs" / "montage.png"
+    run(config_file=[str(CONFIGS / "inference.yaml"), str(CONFIGS / "montage.yaml")], **chain, montage_path=str(png))
+    log = capsys.readouterr().out
+    assert png.is_file() and png.stat().st_size > 1000
+    assert "montage (" in log and "x 4 contrasts" in log and "healthy: achieved" in log

@@ -4,7 +4,7 @@ training pairs, the chained inference workflow and the evaluation.
 Imported from configs with `brainspade.bundle.import_scripts(@bundle_root, 'brainspade3d_scripts')`.
 """
 
-from . import data, evaluate, inference, networks, training
+from . import data, evaluate, inference, montage, networks, training
 from .data import contrast_pairs
 from .networks import ContrastSPADENet
 from .training import SPADEGANStep, export_generator, latest_checkpoint, resume_handlers
@@ -19,5 +19,5 @@ def bundle_version(bundle_root: str) -> str:
         return str(json.load(f)["version"])
 
 
-__all__ = ["data", "evaluate", "inference", "networks", "training", "contrast_pairs", "ContrastSPADENet", "SPADEGANStep",
+__all__ = ["data", "evaluate", "inference", "montage", "networks", "training", "contrast_pairs", "ContrastSPADENet", "SPADEGANStep",
            "export_generator", "latest_checkpoint", "resume_handlers", "bundle_version"]
