@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from brainspade3d_helpers import CONFIGS, inference_cmd, make_tiny_chain, one_torch_thread, run_inference, write_overrides
-from cli_harness import assert_clean_failure, files_under, run_cmd
+from cli_harness import assert_clean_failure, run_cmd
 
 
 def _nifti(path: Path, data: np.ndarray) -> str:
