@@ -70,8 +70,14 @@ def test_in_memory_api_and_sampler_selection(weights):
     assert sampler.settings()["steps"] == 2 and sampler.settings(steps=None, sampling="pndm300")["steps"] == 300
     with pytest.raises(InputError, match="accepted: ddim, pndm300, ddpm1000"):
         sampler(sampling="euler")
-    with pytest.raises(InputError, match="guidance_scale"):
+    with pytest.raises(InputError, match="guidance_scale=0.2 is not accepted; accepted: a number from 1"):
         sampler(guidance_scale=0.2)
+    with pytest.raises(InputError, match=r"steps=0 is out of range; accepted: 1\.\.1000"):
+        sampler(steps=0)
+    with pytest.raises(InputError, match="oedema_ml='nan' is not finite; accepted: 0 \\(absent\\) or"):
+        sampler(oedema_ml="nan")
+    with pytest.raises(InputError, match="max_retries=99 is out of range; accepted: 0..20"):
+        sampler(max_retries=99)
     [s2] = sampler()  # same seed, same sample
     assert np.array_equal(s["labels"], s2["labels"]) and s2["seed"] == s["seed"]
     [n] = sampler(guidance_scale=1.0)  # no guidance: a different (unguided) sample path
