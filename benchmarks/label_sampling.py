@@ -144,6 +144,9 @@ def main(argv: list[str] | None = None) -> dict:
     n = a.num_samples or (2 if a.profile == "tiny" else 8)
     with tempfile.TemporaryDirectory(prefix="label_sampling_") as tmp:
         bundle = Path(a.bundle).resolve()
+        if not (bundle / "configs" / "inference.yaml").is_file():
+            sys.exit(f"error: --bundle {a.bundle!r} has no configs/inference.yaml; accepted: a label_ldm bundle folder "
+                     "(with its weights in models/)")
         overrides = _tiny_setup(Path(tmp)) if a.profile == "tiny" else {}
         if a.profile == "tiny":
             bundle = BUNDLE
