@@ -134,7 +134,7 @@ def test_label_file_image_comes_back_on_the_users_grid(chain, tmp_path, pv):
     path, labels, affine = _user_label_map(tmp_path, pv)
     out = tmp_path / "out"
     run_inference(chain, output_dir=str(out), label_file=str(path), contrast="t2")
-    stem = path.name.split(".")[0]
+    stem = "user" if not pv else "user_pv"  # a trailing _labels is dropped: user_t2.nii.gz, not user_labels_t2
     assert _files(out) == sorted(f"{stem}{s}" for s in ("_t2.nii.gz", "_label.nii.gz", ".json", ".png"))
     img, lab = nib.load(str(out / f"{stem}_t2.nii.gz")), nib.load(str(out / f"{stem}_label.nii.gz"))
     assert img.shape == lab.shape == labels.shape

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -301,7 +302,7 @@ def synthesise(network: torch.nn.Module, ckpt_path: str, device, profile: str = 
     indices = shard_indices(n, shards, shard_i, first)
     sampler = None
     if user is not None:
-        stem = Path(label_path).name.split(".")[0]
+        stem = re.sub(r"[_-](labels?|seg)$", "", Path(label_path).name.split(".")[0])  # sub-01_label -> sub-01
         stem = safe_id(stem if stem and stem[0].isalnum() else "label")
         ids = {k: stem if n == 1 else f"{stem}-{k:06d}" for k in indices}
     else:
