@@ -36,7 +36,7 @@ from brainspade.labels import LABELS  # noqa: E402
 
 FG = [lab for lab in LABELS if lab.code > 0]  # DiceMetric(include_background=False): class{k} = label k+1
 ARM_TITLES = {"real_only": "real only", "synthetic_only": "synthetic only", "real_synthetic": "real + synthetic",
-              "real_dr": "real + domain rand."}
+              "real_dr": "real + domain rand.", "real_spade_on_phantom_labels": "real + SPADE on phantom labels"}
 
 
 def load_experiment(config_file: str, overrides: dict | None = None) -> dict:
