@@ -91,3 +91,14 @@ def machine() -> str:
 
 def workdir() -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix="b3d_bench_")
+
+
+def write_result(name: str, profile: str, res: dict, output: str | None = None) -> Path:
+    """results/<name>.json for the default profile (results/<name>_<profile>.json otherwise), printed too."""
+    from brainspade.io import save_json
+
+    out = Path(output) if output else ROOT / "benchmarks" / "results" / (
+        f"{name}.json" if profile == "default" else f"{name}_{profile}.json")
+    save_json(out, res)
+    print(json.dumps(res))
+    return out

@@ -14,9 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
-from _bundle_run import machine, main_command, measured, overrides_for, workdir, write_override
+from _bundle_run import machine, main_command, measured, overrides_for, workdir, write_override, write_result
 
-from brainspade.io import save_json
 
 
 def _one(override_files: list[str], out: Path, contrast: str, threads: int) -> dict:
@@ -57,10 +56,7 @@ def main() -> None:
     print(f"reference ({reference['sampler']} {reference['steps']} steps): wall {reference['wall_s']} s, pair {reference['pair_s']} s, "
           f"peak RSS {reference['peak_rss_mb']} MB")
     print(f"reference / default: wall x{ratios['wall_s']}, pair x{ratios['pair_s']}, RSS x{ratios['peak_rss_mb']}")
-    out = Path(a.output) if a.output else Path(__file__).parent / "results" / (
-        "end_to_end.json" if a.profile == "default" else f"end_to_end_{a.profile}.json")
-    save_json(out, res)
-    print(json.dumps(res))
+    write_result('end_to_end', a.profile, res, a.output)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,8 @@ import json
 import os
 from pathlib import Path
 
-from _bundle_run import concurrent, machine, main_command, overrides_for, workdir, write_override
+from _bundle_run import concurrent, machine, main_command, overrides_for, workdir, write_override, write_result
 
-from brainspade.io import save_json
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -65,10 +64,7 @@ def main() -> None:
            "generation_efficiency": round(sum(pair_s) / (a.processes * max(per_shard)), 3), "identical_samples": same, "machine": machine()}
     print(f"{a.num_samples} pairs: 1 process {t1:.1f} s, {a.processes} processes {tp:.1f} s -> speed-up x{speedup:.2f}, "
           f"efficiency {speedup / a.processes:.0%}; identical samples: {same}")
-    out = Path(a.output) if a.output else Path(__file__).parent / "results" / (
-        "sharded_generation.json" if a.profile == "default" else f"sharded_generation_{a.profile}.json")
-    save_json(out, res)
-    print(json.dumps(res))
+    write_result('sharded_generation', a.profile, res, a.output)
 
 
 if __name__ == "__main__":

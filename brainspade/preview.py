@@ -61,13 +61,7 @@ def save_preview(path: str | Path, images: dict[str, np.ndarray], labels: np.nda
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
 
-    def write(tmp: str) -> None:
-        fig.savefig(tmp, dpi=80, format="png")
-
-    try:
-        return _atomic_write(Path(path), write)
-    finally:
-        plt.close(fig)
+    return _save_figure(fig, path)
 
 
 def save_montage(path: str | Path, rows: list[tuple[str, dict[str, np.ndarray], np.ndarray]], alpha: float = 0.45) -> Path:
@@ -96,10 +90,14 @@ def save_montage(path: str | Path, rows: list[tuple[str, dict[str, np.ndarray], 
             ax.set_yticks([])
     fig.tight_layout()
 
-    def write(tmp: str) -> None:
-        fig.savefig(tmp, dpi=80, format="png")
+    return _save_figure(fig, path)
+
+
+def _save_figure(fig, path: str | Path) -> Path:
+    """Write a matplotlib figure as PNG atomically, then free it."""
+    import matplotlib.pyplot as plt
 
     try:
-        return _atomic_write(Path(path), write)
+        return _atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
     finally:
         plt.close(fig)
