@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -60,3 +61,9 @@ def import_scripts(bundle_root: str | Path, alias: str) -> ModuleType:
     sys.modules[alias] = module
     spec.loader.exec_module(module)
     return module
+
+
+def bundle_version(bundle_root: str | Path) -> str:
+    """The bundle's version from its configs/metadata.json (recorded in every output's sidecar JSON)."""
+    meta = Path(bundle_root) / "configs" / "metadata.json"
+    return str(json.loads(meta.read_text(encoding="utf-8"))["version"])

@@ -9,14 +9,7 @@ from .data import contrast_pairs
 from .networks import ContrastSPADENet
 from .training import SPADEGANStep, export_generator, latest_checkpoint, resume_handlers
 
-
-def bundle_version(bundle_root: str) -> str:
-    """The bundle's version from configs/metadata.json (recorded in every output's sidecar JSON)."""
-    import json
-    import os
-
-    with open(os.path.join(str(bundle_root), "configs", "metadata.json"), encoding="utf-8") as f:
-        return str(json.load(f)["version"])
+from brainspade.bundle import bundle_version
 
 
 __all__ = ["data", "evaluate", "inference", "montage", "networks", "training", "contrast_pairs", "ContrastSPADENet", "SPADEGANStep",

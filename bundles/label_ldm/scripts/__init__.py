@@ -3,8 +3,10 @@
 Imported by the configs through `brainspade.bundle.import_scripts(@bundle_root, 'label_ldm_scripts')`.
 """
 
+from brainspade.bundle import bundle_version
+
 from .conditioning import ConditionSpace
-from .data import bundle_config, bundle_version, load_datalist, pv_condition_ml
+from .data import bundle_config, load_datalist, pv_condition_ml
 from .evaluate import evaluate
 from .sampler import LabelSampler, condition_space, write_samples
 from .training import (

@@ -40,15 +40,6 @@ def pv_condition_ml(pv: np.ndarray, voxel_mm3: float) -> np.ndarray:
     return np.array([vols[k] for k in CONDITION_KEYS], dtype=np.float64)
 
 
-def bundle_version(bundle_root: str | os.PathLike) -> str:
-    """The bundle version from configs/metadata.json (one place for it)."""
-    meta = Path(bundle_root) / "configs" / "metadata.json"
-    try:
-        return str(json.loads(meta.read_text())["version"])
-    except (OSError, KeyError, json.JSONDecodeError):
-        return "unknown"
-
-
 def bundle_config(bundle_root: str | os.PathLike, name: str, overrides: dict | None = None):
     """A ConfigParser over another config of this bundle (e.g. common.yaml), with `bundle_root` and overrides set.
 

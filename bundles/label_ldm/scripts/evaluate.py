@@ -17,7 +17,7 @@ from scipy.stats import spearmanr, wasserstein_distance
 
 from brainspade.errors import InputError
 from brainspade.io import load_nifti, save_json
-from brainspade.labels import CONDITION_KEYS, LABELS, NUM_LABELS, int_to_pv, pv_to_int, tissue_volumes_ml
+from brainspade.labels import CONDITION_KEYS, LABELS, int_to_pv, pv_to_int, tissue_volumes_ml
 from brainspade.profiles import get_profile
 
 from .data import load_datalist, pv_condition_ml

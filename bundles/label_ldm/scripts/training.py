@@ -25,7 +25,7 @@ from ignite.engine import Engine, Events
 
 from brainspade.errors import InputError
 from brainspade.io import load_nifti
-from brainspade.labels import CONDITION_KEYS, LESION_CODES
+from brainspade.labels import CONDITION_KEYS
 
 from .data import pv_condition_ml
 
