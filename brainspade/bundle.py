@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -67,3 +68,25 @@ def bundle_version(bundle_root: str | Path) -> str:
     """The bundle's version from its configs/metadata.json (recorded in every output's sidecar JSON)."""
     meta = Path(bundle_root) / "configs" / "metadata.json"
     return str(json.loads(meta.read_text(encoding="utf-8"))["version"])
+
+
+_STEP = re.compile(r"(?:epoch|iteration)=(\d+)")
+
+
+def latest_checkpoint(ckpt_dir: str | Path, pattern: str = "*.pt") -> str | None:
+    """The checkpoint a restarted training run resumes from: the newest file matching `pattern`, or None.
+
+    Newest by modification time, because Ignite's final checkpoint (`save_final`) carries no step number;
+    ties (files written or copied within the clock's resolution) go to the higher epoch/iteration number
+    in the name. Every bundle's training configs resume through this one rule.
+    """
+    d = Path(ckpt_dir)
+    files = [p for p in d.glob(pattern) if p.is_file()] if d.is_dir() else []
+    if not files:
+        return None
+
+    def key(p: Path) -> tuple[float, int]:
+        m = _STEP.search(p.name)
+        return p.stat().st_mtime, int(m.group(1)) if m else -1
+
+    return str(max(files, key=key))

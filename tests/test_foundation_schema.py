@@ -76,3 +76,21 @@ def test_profiles_hold_the_brain_on_grids_divisible_by_32():
     assert get_profile("default").spacing_mm == 2.0
     with pytest.raises(InputError, match="unknown profile"):
         get_profile("huge")
+
+
+def test_latest_checkpoint_picks_newest_and_breaks_ties_by_step(tmp_path):
+    """Resume rule shared by all bundles: newest file (Ignite's final checkpoint has no step number), ties by step."""
+    import os
+
+    from brainspade.bundle import latest_checkpoint
+
+    assert latest_checkpoint(tmp_path / "absent") is None
+    assert latest_checkpoint(tmp_path) is None
+    for name, t in [("checkpoint_iteration=50.pt", 100), ("checkpoint_iteration=100.pt", 100), ("final.pt", 50),
+                    ("model.pt", 300)]:
+        (tmp_path / name).write_bytes(b"x")
+        os.utime(tmp_path / name, (t, t))
+    assert latest_checkpoint(tmp_path, "checkpoint_*.pt").endswith("checkpoint_iteration=100.pt")
+    assert latest_checkpoint(tmp_path).endswith("model.pt")
+    os.utime(tmp_path / "final.pt", (200, 200))
+    assert latest_checkpoint(tmp_path, "[cf]*.pt").endswith("final.pt")

@@ -13,11 +13,11 @@ not use; the discriminator's feature matching plays that role.
 
 from __future__ import annotations
 
-import glob
-import os
 from contextlib import nullcontext
 
 import torch
+
+from brainspade.bundle import latest_checkpoint
 
 
 def _unwrap(net: torch.nn.Module) -> torch.nn.Module:
@@ -111,17 +111,11 @@ class SPADEGANStep:
         return out
 
 
-def latest_checkpoint(run_dir: str, pattern: str = "checkpoint_*.pt") -> str | None:
-    """Newest training checkpoint in `run_dir` (None if there is none): what a restarted run resumes from."""
-    files = glob.glob(os.path.join(str(run_dir), pattern))
-    return max(files, key=os.path.getmtime) if files else None
-
-
 def resume_handlers(run_dir: str, load_dict: dict, map_location=None, enabled: bool = True) -> list:
     """[CheckpointLoader] for the newest checkpoint in run_dir, or [] on a fresh run."""
     from monai.handlers import CheckpointLoader
 
-    path = latest_checkpoint(run_dir) if enabled else None
+    path = latest_checkpoint(run_dir, "checkpoint_*.pt") if enabled else None  # not model.pt
     if path is None:
         return []
     print(f"resuming from {path}", flush=True)

@@ -8,7 +8,7 @@ from brainspade.bundle import bundle_version
 from .conditioning import ConditionSpace
 from .data import bundle_config, load_datalist, pv_condition_ml
 from .evaluate import evaluate
-from .sampler import LabelSampler, condition_space, write_samples
+from .sampler import LabelSampler, condition_space, decode_latent, write_samples
 from .training import (
     AutoencoderStep,
     DiffusionPreview,
@@ -20,12 +20,11 @@ from .training import (
     is_rank0,
     export_autoencoder,
     export_diffusion,
-    latest_checkpoint,
     loss_terms,
 )
 
 __all__ = [
-    "ConditionSpace", "bundle_config", "bundle_version", "load_datalist", "pv_condition_ml", "evaluate", "LabelSampler", "condition_space",
+    "ConditionSpace", "bundle_config", "bundle_version", "load_datalist", "pv_condition_ml", "evaluate", "LabelSampler", "condition_space", "decode_latent",
     "write_samples", "AutoencoderStep", "DiffusionPreview", "ImageLogHandler", "LatentMeta", "TimeLimitHandler", "attach_handlers", "encode_datalist", "is_rank0",
-    "export_autoencoder", "export_diffusion", "latest_checkpoint", "loss_terms",
+    "export_autoencoder", "export_diffusion", "loss_terms",
 ]

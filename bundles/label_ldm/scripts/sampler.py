@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from monai.inferers import sliding_window_inference
 from scipy import ndimage
 
 from brainspade.errors import InputError
@@ -76,6 +77,17 @@ def condition_space(diffusion_path: str | Path) -> ConditionSpace:
                          "models/diffusion.pt or a checkpoint written by train_diffusion.yaml") from None
 
 
+def decode_latent(autoencoder: torch.nn.Module, z: torch.Tensor, roi_size: Sequence[int] | None = None,
+                  overlap: float = 0.25) -> torch.Tensor:
+    """Decoder logits of latent `z`, whole or in overlapping latent windows (Gaussian-blended by MONAI's
+    sliding_window_inference, which scales the windows to the decoder's x4 output), so the paper profile's
+    full-resolution decode fits a small GPU: peak memory follows the window, not the volume."""
+    if roi_size is None or all(int(r) >= n for r, n in zip(roi_size, z.shape[2:])):
+        return autoencoder.decode_stage_2_outputs(z)
+    return sliding_window_inference(z, [int(r) for r in roi_size], 1, autoencoder.decode_stage_2_outputs,
+                                    overlap=overlap, mode="gaussian", progress=False)
+
+
 def _int_setting(name: str, value: Any, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) and not (
             isinstance(value, float) and value.is_integer()) and not (isinstance(value, str) and value.strip().isdigit()):
@@ -105,7 +117,8 @@ class LabelSampler:
                  steps: int | None = None, guidance_scale: float = 3.0, max_retries: int = 3, min_ratio: float = 0.5,
                  max_ratio: float = 2.0, cond_fill_value: float = -1.0, id_prefix: str = "sample",
                  model_version: str = "", wmh_ml=None, tumour_ml=None, oedema_ml=None, enhancing_ml=None,
-                 verbose: bool = False) -> None:
+                 verbose: bool = False, amp: bool = False, decode_roi: Sequence[int] | None = None,
+                 decode_overlap: float = 0.25) -> None:
         self.autoencoder, self.network, self.inferer = autoencoder, network, inferer
         self.schedulers, self.default_steps = dict(schedulers), dict(default_steps)
         self.autoencoder_path, self.diffusion_path = str(autoencoder_path), str(diffusion_path)
@@ -113,6 +126,10 @@ class LabelSampler:
         self.min_ratio, self.max_ratio = float(min_ratio), float(max_ratio)
         self.cond_fill_value, self.id_prefix = float(cond_fill_value), id_prefix
         self.model_version, self.verbose = str(model_version), bool(verbose)
+        # bf16 autocast on CUDA only (the CPU path stays float32: bf16 convolutions are slower there)
+        self.amp = bool(amp) and self.device.type == "cuda"
+        self.decode_roi = None if decode_roi is None else [int(r) for r in decode_roi]
+        self.decode_overlap = float(decode_overlap)
         self.config = {"num_samples": num_samples, "seed": seed, "sampling": sampling, "steps": steps,
                        "guidance_scale": guidance_scale, "max_retries": max_retries, "wmh_ml": wmh_ml,
                        "tumour_ml": tumour_ml, "oedema_ml": oedema_ml, "enhancing_ml": enhancing_ml}
@@ -174,7 +191,6 @@ class LabelSampler:
                                     torch.as_tensor(meta["train_conditions"]).numpy())
         self.autoencoder.to(self.device).eval()
         self.network.to(self.device).eval()
-        self.inferer.scale_factor = self.meta["scale_factor"]
 
     # ---------------------------------------------------------------- sampling
     def _verify(self, requested: np.ndarray, achieved: Mapping[str, float]) -> tuple[bool, float]:
@@ -193,8 +209,12 @@ class LabelSampler:
         scheduler = self.schedulers[s["sampling"]]
         scheduler.set_timesteps(s["steps"], device=self.device)
         cfg = None if s["guidance_scale"] == 1.0 else s["guidance_scale"]
-        out = self.inferer.sample(noise, self.autoencoder, self.network, scheduler, conditioning=cond.to(self.device),
-                                  cfg=cfg, cfg_fill_value=self.cond_fill_value, verbose=False)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            # MONAI DiffusionInferer in latent space (the guided and unguided passes batched), then the decoder
+            latent = self.inferer.sample(noise, self.network, scheduler, conditioning=cond.to(self.device), cfg=cfg,
+                                         cfg_fill_value=self.cond_fill_value, verbose=False)
+            out = decode_latent(self.autoencoder, latent / self.meta["scale_factor"], self.decode_roi,
+                                self.decode_overlap)
         return torch.softmax(out[0].float(), 0).cpu().numpy()
 
     def iter_samples(self, **overrides) -> Iterator[dict]:

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import glob
 import os
 import time
 from pathlib import Path
@@ -198,12 +197,6 @@ def attach_handlers(trainer: Engine, handlers: list) -> None:
             continue
         if _is_rank0() or isinstance(h, (CheckpointLoader, TimeLimitHandler)):
             h.attach(trainer)
-
-
-def latest_checkpoint(ckpt_dir: str) -> str | None:
-    """Newest checkpoint file in `ckpt_dir` (resume point), or None for a fresh start."""
-    files = [f for f in glob.glob(os.path.join(str(ckpt_dir), "*.pt")) if os.path.isfile(f)]
-    return max(files, key=os.path.getmtime) if files else None
 
 
 def load_weights(net: torch.nn.Module, path: str | os.PathLike, key: str, device="cpu",

@@ -8,12 +8,12 @@ from .data import (build_datalist, datalist_from_synthetic_folder, phantom_datal
                    rotate_contrasts)
 from .inference import check_inputs, inference_items, volumes_ml
 from .train_utils import (check_checkpoint, check_evaluation, check_items, check_training, finish_evaluation,
-                          latest_checkpoint, rank_handlers)
+                          rank_handlers)
 from .transforms import RandLabelToIntensityd, SaveSegmentationd
 
 __all__ = [
     "build_datalist", "datalist_from_synthetic_folder", "phantom_datalist", "real_datalist", "rotate_contrasts",
-    "check_inputs", "inference_items", "volumes_ml", "latest_checkpoint", "check_checkpoint", "check_evaluation", "check_items",
+    "check_inputs", "inference_items", "volumes_ml", "check_checkpoint", "check_evaluation", "check_items",
     "check_training", "finish_evaluation", "rank_handlers", "RandLabelToIntensityd",
     "SaveSegmentationd",
 ]

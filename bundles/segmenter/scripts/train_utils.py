@@ -15,21 +15,13 @@ import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from brainspade.bundle import latest_checkpoint
 from brainspade.errors import InputError
 from brainspade.io import save_json
 from brainspade.labels import LABELS
 
 _ITER = re.compile(r"checkpoint_(?:epoch|iteration)=(\d+)\.pt$")
 CKPT_ACCEPTED = "a PyTorch state-dict file written by this bundle (torch.save of a dict of tensors)"
-
-
-def latest_checkpoint(ckpt_dir: str | Path) -> str:
-    """Path of the newest `checkpoint_epoch=N.pt` in `ckpt_dir`, or '' when there is none."""
-    d = Path(ckpt_dir)
-    if not d.is_dir():
-        return ""
-    found = [(int(m.group(1)), p) for p in d.glob("*checkpoint_*.pt") if (m := _ITER.search(p.name))]
-    return str(max(found)[1]) if found else ""
 
 
 def check_checkpoint(path: str | Path, what: str = "checkpoint") -> None:
@@ -75,7 +67,7 @@ def check_training(train_items: Sequence, val_items: Sequence, ckpt_dir: str | P
     """
     check_items(train_items, "training", need_image=False)
     check_items(val_items, "validation")
-    latest = latest_checkpoint(ckpt_dir)
+    latest = latest_checkpoint(ckpt_dir, "checkpoint_*.pt") or ""
     if resume and latest:
         check_checkpoint(latest, "checkpoint to resume from")
         return latest
