@@ -203,6 +203,7 @@ def test_paper_profile_config_resolves_at_reference_sizes():
     n = sum(p.numel() for p in net.parameters())
     assert 20e6 < n < 400e6, n
     assert net.z_dim == 256 and len(parser.get_parsed_content("channels")) == 5
+    assert net.use_checkpoint  # paper training recomputes decoder activations (GPU memory budget)
     # inference reads the same sizes through common_overrides
     inf = ConfigParser()
     inf.read_config([str(CONFIGS / "inference.yaml"), str(CONFIGS / "paper.yaml")])
