@@ -1,9 +1,12 @@
-"""Benchmark (e): how forward time and peak memory grow with volume size, for every network.
+"""Benchmark (e): how time and peak memory grow with volume size, for every network.
 
 Each case runs in its own process (clean peak RSS): the network is built from its bundle's own
-config with `profile` overridden (default -> paper grid), then one no-grad forward is timed.
+config with `profile` overridden (default -> paper grid), then one no-grad forward is timed, or with
+`--train` one forward + backward (the training step's memory), optionally with `--checkpoint`
+(gradient checkpointing where the network has it). On a CUDA machine the case runs on the GPU and
+also reports torch's peak allocated GPU memory: the figure the paper-profile budget is about.
 
-    python benchmarks/network_scaling.py [--profiles default,paper] [--reps 2]
+    python benchmarks/network_scaling.py [--profiles default,paper] [--reps 2] [--train] [--checkpoint]
 """
 
 from __future__ import annotations
@@ -51,7 +54,21 @@ def _inputs(bundle: str, net_id: str, parser, shape):
     return lambda net: net(torch.randn(1, 1, *shape))
 
 
-def run_case(i: int, profile: str, reps: int, paper_widths: bool) -> dict:
+# config id of each bundle's gradient-checkpointing switch (networks without one are run as they are)
+CHECKPOINT_IDS = {"label_ldm": {"autoencoder_def": "ae_use_checkpoint"}, "brainspade3d": {"network_def": "use_checkpoint"}}
+
+
+def _step(fwd, net, train: bool) -> None:
+    import torch
+
+    out = fwd(net)
+    if train:
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        out.float().square().mean().backward()
+        net.zero_grad(set_to_none=True)
+
+
+def run_case(i: int, profile: str, reps: int, paper_widths: bool, train: bool = False, use_ckpt: bool = False) -> dict:
     import torch
     from monai.bundle import ConfigParser
 
@@ -60,24 +77,38 @@ def run_case(i: int, profile: str, reps: int, paper_widths: bool) -> dict:
     parser = ConfigParser()
     parser.read_config(_configs(bundle, paper_widths))
     parser["profile"] = profile
+    ckpt_id = CHECKPOINT_IDS.get(bundle, {}).get(net_id)
+    if ckpt_id:
+        parser[ckpt_id] = bool(use_ckpt)
     from brainspade.profiles import get_profile
 
     shape = list(get_profile(profile).shape)
-    net = parser.get_parsed_content(net_id).eval()
-    fwd = _inputs(bundle, net_id, parser, shape)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    times = []
-    with torch.no_grad():
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            fwd(net)
-            times.append(time.perf_counter() - t0)
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    with device:  # inputs are created inside the forward lambdas: on the same device
+        net = parser.get_parsed_content(net_id).to(device).train(train)
+        fwd = _inputs(bundle, net_id, parser, shape)
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        times = []
+        with torch.set_grad_enabled(train):
+            for _ in range(reps):
+                if cuda:
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                _step(fwd, net, train)
+                if cuda:
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - t0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"bundle": bundle, "network": net_id, "what": what, "profile": profile, "shape": shape,
-            "widths": "paper" if paper_widths else "config default",
-            "params_M": round(sum(p.numel() for p in net.parameters()) / 1e6, 2),
-            "seconds": round(min(times), 3), "peak_rss_gb": round(peak / 2**20, 2),
-            "forward_rss_gb": round((peak - base) / 2**20, 2)}
+    row = {"bundle": bundle, "network": net_id, "what": what + (" + backward" if train else ""), "profile": profile,
+           "shape": shape, "widths": "paper" if paper_widths else "config default", "mode": "train" if train else "forward",
+           "checkpointing": bool(use_ckpt and ckpt_id), "device": device.type,
+           "params_M": round(sum(p.numel() for p in net.parameters()) / 1e6, 2),
+           "seconds": round(min(times), 3), "peak_rss_gb": round(peak / 2**20, 2),
+           "forward_rss_gb": round((peak - base) / 2**20, 2)}
+    if cuda:
+        row["peak_gpu_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return row
 
 
 def main() -> None:
@@ -85,17 +116,23 @@ def main() -> None:
     p.add_argument("--profiles", default="default,paper")
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--paper_widths", action="store_true", help="also layer each bundle's paper.yaml")
+    p.add_argument("--train", action="store_true", help="forward + backward (training memory) instead of no-grad")
+    p.add_argument("--checkpoint", action="store_true", help="with gradient checkpointing where the network has it")
+    p.add_argument("--networks", default="", help="comma-separated case numbers (default: all)")
     p.add_argument("--case", type=int, default=-1, help=argparse.SUPPRESS)
     p.add_argument("--profile", default="default", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.case >= 0:
-        print(json.dumps(run_case(a.case, a.profile, a.reps, a.paper_widths)))
+        print(json.dumps(run_case(a.case, a.profile, a.reps, a.paper_widths, a.train, a.checkpoint)))
         return
     rows = []
-    for i in range(len(CASES)):
+    cases = [int(c) for c in a.networks.split(",")] if a.networks else range(len(CASES))
+    for i in cases:
         for prof in a.profiles.split(","):
             cmd = [sys.executable, __file__, "--case", str(i), "--profile", prof, "--reps", str(a.reps)]
             cmd += ["--paper_widths"] if a.paper_widths else []
+            cmd += ["--train"] if a.train else []
+            cmd += ["--checkpoint"] if a.checkpoint else []
             out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
             if out.returncode:
                 rows.append({"bundle": CASES[i][0], "network": CASES[i][1], "profile": prof,
@@ -111,9 +148,17 @@ def main() -> None:
                   f"forward memory x{got['paper']['forward_rss_gb'] / max(got['default']['forward_rss_gb'], 1e-3):.1f}")
     from brainspade.io import save_json
 
-    save_json(Path(__file__).parent / "results" / "network_scaling.json",
+    name = "network_scaling" + ("_train" if a.train else "") + ("_checkpoint" if a.checkpoint else "")
+    save_json(Path(__file__).parent / "results" / f"{name}.json",
               {"benchmark": "network_scaling", "cases": rows,
-               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, no GPU"})
+               "machine": _machine()})
+
+
+def _machine() -> str:
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {gpu}"
 
 
 if __name__ == "__main__":

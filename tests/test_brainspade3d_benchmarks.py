@@ -23,3 +23,17 @@ def test_benchmark_smoke_mode(tmp_path, script, args):
         assert r["reference_over_default"]["pair_s"] > 1 and r["default"]["peak_rss_mb"] > 0
     else:
         assert r["identical_samples"] is True and r["speedup"] > 0
+
+
+@pytest.mark.parametrize("case, train, ckpt", [(0, True, True), (2, True, True), (3, False, False)])
+def test_network_scaling_case_runs_forward_and_training_steps(case, train, ckpt):
+    """One case of benchmarks/network_scaling.py in-process on the tiny grid: the row it reports."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("network_scaling", ROOT / "benchmarks" / "network_scaling.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    row = mod.run_case(case, "tiny", 1, False, train, ckpt)
+    assert row["shape"] == [32, 32, 32] and row["mode"] == ("train" if train else "forward")
+    assert row["checkpointing"] is (ckpt and case in (0, 2)) and row["seconds"] > 0 and row["peak_rss_gb"] > 0
+    assert row["device"] in ("cpu", "cuda") and ("peak_gpu_gb" in row) == (row["device"] == "cuda")
