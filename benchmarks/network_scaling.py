@@ -23,9 +23,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # (bundle, network id, what one forward means)
-CASES = (("label_ldm", "autoencoder_def", "decode latent -> 10-channel map"),
+CASES = (("label_ldm", "autoencoder_def", "decode latent -> 10-channel map (train: encode + decode)"),
          ("label_ldm", "network_def", "one diffusion UNet step (batch 2: guided + unguided)"),
-         ("brainspade3d", "network_def", "label map + contrast -> image"),
+         ("brainspade3d", "network_def", "label map + contrast -> image (train: + style encoder)"),
          ("segmenter", "network_def", "image -> 10-class logits (whole volume)"))
 
 
@@ -37,12 +37,16 @@ def _configs(bundle: str, paper_widths: bool) -> list[str]:
     return [str(f) for f in files]
 
 
-def _inputs(bundle: str, net_id: str, parser, shape):
+def _inputs(bundle: str, net_id: str, parser, shape, train: bool = False):
+    """The forward of one case; in training mode the whole training forward (encoder included)."""
     import torch
 
     if bundle == "label_ldm":
         lat_c = int(parser.get_parsed_content("latent_channels"))
         lat = [s // 4 for s in shape]
+        if net_id == "autoencoder_def" and train:
+            pv = torch.softmax(torch.randn(1, 10, *shape), 1)
+            return lambda net: net(pv)  # (reconstruction, mu, sigma)
         if net_id == "autoencoder_def":
             return lambda net: net.decode(torch.randn(1, lat_c, *lat))
         k = len(parser.get_parsed_content("condition_keys"))
@@ -50,6 +54,9 @@ def _inputs(bundle: str, net_id: str, parser, shape):
                                context=torch.randn(2, 1, k))
     if bundle == "brainspade3d":
         pv = torch.softmax(torch.randn(1, 10, *shape), 1)
+        if train:  # style encoder + generator, as in a training step
+            image = torch.rand(1, 1, *shape)
+            return lambda net: net(pv, torch.tensor([0]), image=image)
         return lambda net: net(pv, torch.tensor([0]))
     return lambda net: net(torch.randn(1, 1, *shape))
 
@@ -87,7 +94,7 @@ def run_case(i: int, profile: str, reps: int, paper_widths: bool, train: bool = 
     device = torch.device("cuda" if cuda else "cpu")
     with device:  # inputs are created inside the forward lambdas: on the same device
         net = parser.get_parsed_content(net_id).to(device).train(train)
-        fwd = _inputs(bundle, net_id, parser, shape)
+        fwd = _inputs(bundle, net_id, parser, shape, train)
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         times = []
         with torch.set_grad_enabled(train):
