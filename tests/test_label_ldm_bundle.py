@@ -16,7 +16,7 @@ from brainspade.profiles import get_profile
 META = json.loads((CONFIGS / "metadata.json").read_text())
 # the fields of the MONAI Bundle specification (metadata.json) and what this bundle must say in them
 SPEC_FIELDS = ("version", "changelog", "monai_version", "pytorch_version", "numpy_version", "required_packages_version",
-               "optional_packages_version", "name", "task", "description", "authors", "copyright", "data_source",
+               "name", "task", "description", "authors", "copyright", "data_source",
                "data_type", "intended_use", "references", "network_data_format", "label_classes", "eval_metrics")
 
 

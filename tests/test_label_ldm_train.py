@@ -37,5 +37,13 @@ def test_both_stages_train_resume_and_export(tiny_phantoms, tmp_path):
     assert _iteration(str(dm_run / "checkpoints" / "final.pt")) == 4
     d = torch.load(dm_pt, map_location="cpu", weights_only=True)
     assert d["scale_factor"] > 0 and d["profile"] == "tiny"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = set()
+    for f in dm_run.glob("events.out.tfevents*"):
+        acc = EventAccumulator(str(f))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    assert "train_loss" in tags, tags  # the diffusion loss curve reaches TensorBoard
     assert d["cond_max"].shape == (4,) and d["train_conditions"].shape[1] == 4
     assert list(d["latent_shape"].tolist()) == [TINY["latent_channels"], 8, 8, 8]
