@@ -32,6 +32,8 @@ def main() -> None:
     p.add_argument("--profile", default="default", help="default (shipped weights) or tiny (smoke test)")
     p.add_argument("--contrast", default="t1")
     p.add_argument("--reference", default="pndm300", help="label_ldm sampling setting to compare with")
+    p.add_argument("--reference_retries", type=int, default=0,
+                   help="label verification retries of the reference row (0: one attempt; on a CPU each costs minutes)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--output", default=None)
     a = p.parse_args()
@@ -41,7 +43,8 @@ def main() -> None:
         if over:  # smoke mode: the default sampler with its own step count (the test overrides use 2 steps)
             over = {**over, "label_ldm_extra": {**over["label_ldm_extra"], "steps": None}}
         base = [write_override(over, work / "base.json")] if over else []
-        ref_over = {**over, "label_ldm_extra": {**over.get("label_ldm_extra", {}), "sampling": a.reference, "steps": None}}
+        ref_over = {**over, "label_ldm_extra": {**over.get("label_ldm_extra", {}), "sampling": a.reference, "steps": None,
+                                                    "max_retries": a.reference_retries}}
         ref = [write_override(ref_over, work / "ref.json")]
         default = _one(base, work / "default", a.contrast, a.threads)
         reference = _one(ref, work / "reference", a.contrast, a.threads)
@@ -49,7 +52,8 @@ def main() -> None:
     res = {"benchmark": "end_to_end", "profile": a.profile, "contrast": a.contrast, "threads": a.threads,
            "default": default, "reference": reference, "reference_over_default": ratios,
            "targets": {"pair_s": 20.0, "peak_rss_mb": 3072.0},
-           "meets_targets": (default["wall_s"] <= 20.0 and default["peak_rss_mb"] <= 3072.0) if a.profile == "default" else None,
+           # per pair: the sidecar's time (start-up is paid once per command, not per pair)
+           "meets_targets": (default["pair_s"] <= 20.0 and default["peak_rss_mb"] <= 3072.0) if a.profile == "default" else None,
            "machine": machine()}
     print(f"default   ({default['sampler']} {default['steps']} steps): wall {default['wall_s']} s, pair {default['pair_s']} s, "
           f"peak RSS {default['peak_rss_mb']} MB")
