@@ -166,6 +166,13 @@ def test_decode_roi_through_the_config(weights):
     """`--decode_roi` reaches the sampler and still yields full-size maps (tiny latent 8^3, windows of 4^3)."""
     ae, dm = weights
     sampler = inference_parser(ae, dm, decode_roi=[4, 4, 4], decode_overlap=0.5).get_parsed_content("sampler")
-    assert sampler.decode_roi == [4, 4, 4] and sampler.amp is False  # bf16 autocast only on CUDA
+    assert sampler.amp is False  # bf16 autocast only on CUDA
     [s] = sampler(seed=2)
     assert s["pv"].shape == (10, 32, 32, 32) and np.allclose(s["pv"].sum(0), 1, atol=1e-4)
+    for roi, msg in (([0, 4, 4], "decode_roi=\\[0, 4, 4\\] is not accepted; accepted: null"), ("big", "decode_roi='big'")):
+        bad = inference_parser(ae, dm, decode_roi=roi).get_parsed_content("sampler")
+        with pytest.raises(InputError, match=msg):
+            bad()
+    bad = inference_parser(ae, dm, decode_overlap=1.5).get_parsed_content("sampler")
+    with pytest.raises(InputError, match="decode_overlap=1.5 is not accepted; accepted: a number from 0 to below 1"):
+        bad()

@@ -128,8 +128,7 @@ class LabelSampler:
         self.model_version, self.verbose = str(model_version), bool(verbose)
         # bf16 autocast on CUDA only (the CPU path stays float32: bf16 convolutions are slower there)
         self.amp = bool(amp) and self.device.type == "cuda"
-        self.decode_roi = None if decode_roi is None else [int(r) for r in decode_roi]
-        self.decode_overlap = float(decode_overlap)
+        self.decode_roi, self.decode_overlap = decode_roi, decode_overlap  # checked in settings()
         self.config = {"num_samples": num_samples, "seed": seed, "sampling": sampling, "steps": steps,
                        "guidance_scale": guidance_scale, "max_retries": max_retries, "wmh_ml": wmh_ml,
                        "tumour_ml": tumour_ml, "oedema_ml": oedema_ml, "enhancing_ml": enhancing_ml}
@@ -162,9 +161,21 @@ class LabelSampler:
                              "(no classifier-free guidance) to 20")
         s["guidance_scale"] = gs
         s["max_retries"] = _int_setting("max_retries", cfg["max_retries"], 0, 20)
+        self._check_decoding()
         s["given"] = self.space.parse({k: cfg[k] for k in CONDITION_KEYS})
         s["id_prefix"] = safe_id(self.id_prefix)
         return s
+
+    def _check_decoding(self) -> None:
+        roi, ov = self.decode_roi, self.decode_overlap
+        ok_roi = roi is None or (isinstance(roi, (list, tuple)) and len(roi) == 3 and all(
+            isinstance(r, (int, np.integer)) and not isinstance(r, bool) and r >= 1 for r in roi))
+        if not ok_roi:
+            raise InputError(f"decode_roi={roi!r} is not accepted; accepted: null (whole map) or three positive "
+                             "integers, the latent window, e.g. [16, 16, 16]")
+        if isinstance(ov, bool) or not isinstance(ov, (int, float)) or not 0 <= ov < 1:
+            raise InputError(f"decode_overlap={ov!r} is not accepted; accepted: a number from 0 to below 1")
+        self.decode_roi = None if roi is None else [int(r) for r in roi]
 
     def sample_ids(self, settings: dict) -> list[str]:
         return [f"{settings['id_prefix']}-s{settings['seed']}-{i:03d}" for i in range(settings["num_samples"])]
