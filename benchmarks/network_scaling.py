@@ -66,8 +66,6 @@ CHECKPOINT_IDS = {"label_ldm": {"autoencoder_def": "ae_use_checkpoint"}, "brains
 
 
 def _step(fwd, net, train: bool) -> None:
-    import torch
-
     out = fwd(net)
     if train:
         out = out[0] if isinstance(out, (tuple, list)) else out

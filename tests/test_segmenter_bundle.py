@@ -31,9 +31,10 @@ def test_metadata_label_parts_equal_the_label_table():
     assert out["num_channels"] == NUM_LABELS
     assert out["channel_def"] == {str(lab.code): lab.name for lab in LABELS}
     assert meta["version"] in meta["changelog"]
+    # (optional_packages_version is deprecated in MONAI 1.6: its packages are in required_packages_version)
     for field in ("monai_version", "pytorch_version", "numpy_version", "required_packages_version", "task",
                   "description", "authors", "copyright", "data_source", "data_type", "intended_use", "references",
-                  "label_classes", "name", "supported_apps", "optional_packages_version", "eval_metrics"):
+                  "label_classes", "name", "supported_apps", "eval_metrics"):
         assert meta.get(field), field
 
 
