@@ -155,7 +155,7 @@ def main() -> None:
 
     name = "network_scaling" + ("_train" if a.train else "") + ("_checkpoint" if a.checkpoint else "")
     save_json(Path(__file__).parent / "results" / f"{name}.json",
-              {"benchmark": "network_scaling", "cases": rows,
+              {"benchmark": name, "cases": rows,
                "machine": _machine()})
 
 
