@@ -182,13 +182,12 @@ def load_style_image(path: str, profile) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate_images(network, pv: np.ndarray, contrasts: list[str], z: torch.Tensor, device,
-                    amp: bool = True) -> dict[str, np.ndarray]:
-    """One label map, one style code -> {contrast: (X, Y, Z) image}. On CUDA under bf16 autocast (`amp`): half
-    the activation memory of the paper-size generator; the CPU path stays float32."""
+def generate_images(network, pv: np.ndarray, contrasts: list[str], z: torch.Tensor, device) -> dict[str, np.ndarray]:
+    """One label map, one style code -> {contrast: (X, Y, Z) image}. On CUDA under bf16 autocast: half the
+    activation memory of the paper-size generator; the CPU path stays float32."""
     pv_t = torch.as_tensor(pv, dtype=torch.float32, device=device)[None]
     out = {}
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and torch.device(device).type == "cuda"):
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.device(device).type == "cuda"):
         for c in contrasts:
             idx = torch.tensor([CONTRASTS.index(c)], device=device)
             out[c] = network.decode(pv_t, idx, z.to(device))[0, 0].float().cpu().numpy()
