@@ -84,7 +84,7 @@ def test_paper_profile_builds_the_reference_networks():
         unet = p.get_parsed_content("network_def")
     n_unet = sum(t.numel() for t in unet.parameters())
     n_ae = sum(t.numel() for t in ae.parameters())
-    assert list(unet.block_out_channels) == [64, 128, 256, 512]
+    assert list(unet.unet.block_out_channels) == [64, 128, 256, 512]
     assert 190e6 < n_unet < 205e6, n_unet  # the reference UNet: 197 M parameters
     assert 1e6 < n_ae < 2e6, n_ae
     assert p.get_parsed_content("diffusion_path").endswith("diffusion_paper.pt")

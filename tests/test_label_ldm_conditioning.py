@@ -53,3 +53,48 @@ def test_draw_keeps_given_and_fills_compatible(space):
     vols, _ = space.draw(space.parse({"wmh_ml": 0, "tumour_ml": 0}), rng)
     assert vols.tolist() == [0, 0, 0, 0]
     assert np.allclose(space.normalise(TRAIN.max(0)), 1.0)
+
+
+def test_log_normalisation_spreads_small_lesions_and_legacy_stays_linear():
+    vols, vmax = np.array([0.0, 1.0, 5.0, 36.0]), np.array([36.0] * 4)
+    log = scripts.normalise_volumes(vols, vmax, "log1p")
+    assert log[0] == 0 and log[-1] == pytest.approx(1.0) and np.all(np.diff(log) > 0)
+    assert log[1] > 0.15  # 1 mL of 36: far from 0 (absent); the linear fraction would be 0.03
+    assert scripts.normalise_volumes(vols, vmax, "linear")[1] == pytest.approx(1 / 36)
+    with pytest.raises(InputError, match="linear, log1p"):
+        scripts.normalise_volumes(vols, vmax, "sqrt")
+    # weight files from before the transform was recorded are read as linear
+    space_legacy = scripts.ConditionSpace(TRAIN.max(0), TRAIN)
+    assert space_legacy.normalise(TRAIN[3])[1] == pytest.approx(5.0 / 30.0)
+    assert scripts.ConditionSpace(TRAIN.max(0), TRAIN, transform="log1p").normalise(TRAIN[3])[1] == \
+        pytest.approx(np.log1p(5.0) / np.log1p(30.0))
+
+
+def _tiny_unet(**kw):
+    from monai.networks.nets import DiffusionModelUNet
+
+    args = dict(spatial_dims=3, in_channels=2, out_channels=2, channels=[8, 8], attention_levels=[False, False],
+                num_res_blocks=1, norm_num_groups=4, num_head_channels=8, with_conditioning=True,
+                cross_attention_dim=4, num_class_embeds=1)
+    return DiffusionModelUNet(**{**args, **kw})
+
+
+def test_volume_embedding_reaches_the_unet_without_attention():
+    """With no attention level, the volumes can only act through the time-embedding MLP."""
+    import torch
+
+    torch.manual_seed(0)
+    net = scripts.VolumeConditionedUNet(_tiny_unet(), num_conditions=4).eval()
+    x, t = torch.randn(2, 2, 8, 8, 8), torch.tensor([10, 10])
+    c = torch.tensor([[[0.0, 0.2, 0.5, 0.1]], [[1.0, 0.9, 0.1, 0.7]]])
+    last = net.unet.class_embedding[-1]
+    assert not last.weight.any() and not last.bias.any()  # starts as the plain cross-attention model
+    with torch.no_grad():
+        for p in net.parameters():  # MONAI zero-initialises the output convolution: randomise everything
+            torch.nn.init.normal_(p, std=0.2)
+        out = net(x[:1].expand(2, -1, -1, -1, -1), t, context=c)
+    assert out.shape == (2, 2, 8, 8, 8) and not torch.allclose(out[0], out[1], atol=1e-4)
+    with pytest.raises(ValueError, match="context"):
+        net(x, t)
+    with pytest.raises(ValueError, match="num_class_embeds"):
+        scripts.VolumeConditionedUNet(_tiny_unet(num_class_embeds=None), num_conditions=4)

@@ -50,11 +50,13 @@ def test_label_sampling_benchmark_smoke(tmp_path):
                       "--reference_num_samples", "2", "--threads", "1", "--verify_retries", "1", "--output", str(out)])
     assert json.loads(out.read_text())["benchmark"] == "label_sampling_tiny"
     rows = {r["sampler"]: r for r in res["cases"]}
-    assert list(rows) == ["ddim", "pndm300", "ddpm1000", "ddim+verify"]
+    assert list(rows) == ["ddim", "pndm300", "ddpm1000", "ddim+verify+match"]
     assert (rows["ddim"]["steps"], rows["pndm300"]["steps"], rows["ddpm1000"]["steps"]) == (2, 2, 3)
     assert rows["ddim"]["guidance_scale"] == 3.0 and rows["pndm300"]["guidance_scale"] == 1.0
     assert [r["samples"] for r in rows.values()] == [3, 2, 2, 3]  # reference rows on the first 2 requests
     assert all(r["s_per_sample"] > 0 and "tumour_presence_rate" in r for r in rows.values())
     assert res["ddim_first_k"]["k"] == 2 and "min_presence_rate" in res["ddim_first_k"]
     assert res["pndm300_over_ddim_time"] > 0 and res["ddpm1000_over_ddim_time"] > 0
-    assert rows["ddim+verify"]["max_retries"] == 1 and rows["ddim"]["mean_retries"] == 0
+    assert rows["ddim+verify+match"]["max_retries"] == 1 and rows["ddim"]["mean_retries"] == 0
+    # single attempts score the network alone; the default row also reports the figures before matching
+    assert not rows["ddim"]["match_volumes"] and rows["ddim+verify+match"]["match_volumes"]

@@ -379,7 +379,7 @@ def synthesise(network: torch.nn.Module, ckpt_path: str, device, profile: str = 
         if user is None:
             side["label_ldm"] = {key: smp.get(key) for key in (
                 "seed", "sampler", "steps", "guidance_scale", "verified", "retries", "requested_source",
-                "achieved_pv", "time_s") if key in smp}
+                "sampled_achieved", "volume_matching", "achieved_pv", "time_s") if key in smp}
         written.append(str(save_json(out / f"{sid}.json", side)))  # last: marks the sample complete
         print(f"{sid}: {', '.join(contrasts)} -> {out} ({side['time_s']:.1f} s)", flush=True)
     print(f"wrote {len(written)} sample(s) to {out} in {time.perf_counter() - t_start:.1f} s", flush=True)

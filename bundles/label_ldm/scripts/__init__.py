@@ -5,9 +5,11 @@ Imported by the configs through `brainspade.bundle.import_scripts(@bundle_root, 
 
 from brainspade.bundle import bundle_version
 
-from .conditioning import ConditionSpace
+from .conditioning import ConditionSpace, normalise_volumes
 from .data import bundle_config, load_datalist, pv_condition_ml
 from .evaluate import evaluate
+from .networks import VolumeConditionedUNet
+from .volume_matching import match_lesion_volumes
 from .sampler import LabelSampler, condition_space, decode_latent, write_samples
 from .training import (
     AutoencoderStep,
@@ -24,7 +26,7 @@ from .training import (
 )
 
 __all__ = [
-    "ConditionSpace", "bundle_config", "bundle_version", "load_datalist", "pv_condition_ml", "evaluate", "LabelSampler", "condition_space", "decode_latent",
+    "ConditionSpace", "normalise_volumes", "bundle_config", "bundle_version", "load_datalist", "pv_condition_ml", "evaluate", "VolumeConditionedUNet", "match_lesion_volumes", "LabelSampler", "condition_space", "decode_latent",
     "write_samples", "AutoencoderStep", "DiffusionPreview", "ImageLogHandler", "LatentMeta", "TimeLimitHandler", "attach_handlers", "encode_datalist", "is_rank0",
     "export_autoencoder", "export_diffusion", "loss_terms",
 ]

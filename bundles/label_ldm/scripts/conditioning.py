@@ -9,6 +9,10 @@ Rules (documented in docs/README.md):
   tumour_ml = 0 (oedema without a tumour) is refused as contradictory; WMH combine freely with tumours;
 - omitted values are drawn jointly: from a training subject compatible with the given values (one of the
   nearest in log-volume), so drawn tumour parts stay plausible for the requested ones.
+
+The network sees each volume as log(1 + mL) / log(1 + training maximum): a linear fraction of the maximum packs
+the common small lesions (1-5 mL against a 36 mL maximum) next to 0, which means absent, and the first weights
+ranked small tumours poorly. Weight files record the transform (`cond_transform`); files without it are linear.
 """
 
 from __future__ import annotations
@@ -22,6 +26,19 @@ from brainspade.errors import InputError
 from brainspade.labels import CONDITION_KEYS, LESIONS
 
 
+COND_TRANSFORMS = ("linear", "log1p")
+
+
+def normalise_volumes(vols_ml, cond_max, transform: str = "log1p") -> np.ndarray:
+    """Lesion volumes (mL) -> the network's conditioning in [0, 1] (0 = absent, 1 = the training maximum)."""
+    v, m = np.asarray(vols_ml, dtype=np.float64), np.asarray(cond_max, dtype=np.float64)
+    if transform == "linear":
+        return v / m
+    if transform == "log1p":
+        return np.log1p(v) / np.log1p(m)
+    raise InputError(f"conditioning transform {transform!r} is not known; accepted: {', '.join(COND_TRANSFORMS)}")
+
+
 def _fmt(v: float) -> str:
     return f"{v:.2f}"
 
@@ -29,8 +46,10 @@ def _fmt(v: float) -> str:
 class ConditionSpace:
     """The trained conditioning: normalisation maxima and the training subjects' lesion volumes (mL)."""
 
-    def __init__(self, cond_max, train_conditions, keys=CONDITION_KEYS, neighbours: int = 5) -> None:
+    def __init__(self, cond_max, train_conditions, keys=CONDITION_KEYS, neighbours: int = 5,
+                 transform: str = "linear") -> None:
         self.keys = tuple(keys)
+        self.transform = str(transform)
         self.cond_max = np.asarray(cond_max, dtype=np.float64).reshape(-1)
         self.train = np.asarray(train_conditions, dtype=np.float64).reshape(-1, len(self.keys))
         if not len(self.train):
@@ -108,8 +127,8 @@ class ConditionSpace:
         return vols, source
 
     def normalise(self, vols_ml: np.ndarray) -> np.ndarray:
-        """mL -> the network's conditioning (fractions of the training maxima)."""
-        return np.asarray(vols_ml, dtype=np.float64) / self.cond_max
+        """mL -> the network's conditioning (see normalise_volumes)."""
+        return normalise_volumes(vols_ml, self.cond_max, self.transform)
 
     def summary(self) -> dict:
         return {"ranges_ml": {k: (list(r) if r else None) for k, r in self.ranges.items()},

@@ -42,6 +42,15 @@ def reconstruction_dice(autoencoder, autoencoder_path: str, items: list[dict], d
             for lab in LABELS}
 
 
+def _agreement(req: np.ndarray, ach: np.ndarray) -> tuple[float | None, float | None]:
+    """Spearman (None below 3 distinct requests) and median relative error of achieved vs requested volumes."""
+    rho = None
+    if len(req) >= 3 and np.ptp(req) > 0:
+        r = spearmanr(req, ach).statistic
+        rho = None if np.isnan(r) else round(float(r), 4)
+    return rho, (round(float(np.median(np.abs(ach - req) / req)), 4) if len(req) else None)
+
+
 def conditioning_metrics(samples: list[dict], presence_fraction: float = 0.2, false_ml: float = 0.1) -> dict:
     """Per lesion type: Spearman(requested, achieved), median relative error, presence rate, false-lesion rate."""
     out = {}
@@ -51,12 +60,10 @@ def conditioning_metrics(samples: list[dict], presence_fraction: float = 0.2, fa
         raw = np.array([s["raw_achieved"][k] for s in samples])
         pos = req > 0
         m: dict[str, Any] = {"n_requested": int(pos.sum()), "n_zero": int((~pos).sum())}
-        if pos.sum() >= 3 and np.ptp(req[pos]) > 0:
-            rho = spearmanr(req[pos], ach[pos]).statistic
-            m["spearman"] = None if np.isnan(rho) else round(float(rho), 4)
-        else:
-            m["spearman"] = None
-        m["median_rel_error"] = round(float(np.median(np.abs(ach[pos] - req[pos]) / req[pos])), 4) if pos.any() else None
+        m["spearman"], m["median_rel_error"] = _agreement(req[pos], ach[pos])
+        if all("sampled_achieved" in s for s in samples):  # the model's own figures, before volume matching
+            sampled = np.array([s["sampled_achieved"][k] for s in samples])
+            m["spearman_sampled"], m["median_rel_error_sampled"] = _agreement(req[pos], sampled[pos])
         m["presence_rate"] = round(float(np.mean(ach[pos] >= presence_fraction * req[pos])), 4) if pos.any() else None
         # false lesions are counted before the clean-up that removes unrequested lesion types
         m["false_lesion_rate_raw"] = round(float(np.mean(raw[~pos] > false_ml)), 4) if (~pos).any() else None
@@ -134,8 +141,9 @@ def evaluate(sampler, autoencoder, autoencoder_path: str, datalist: str, output_
                           "mean_time_s": round((t2 - t1) / len(samples), 3),
                           "verified_rate": round(float(np.mean([s["verified"] for s in samples])), 4),
                           "mean_retries": round(float(np.mean([s["retries"] for s in samples])), 3)}
-    result["samples"] = [{k: s[k] for k in ("id", "seed", "requested", "achieved", "raw_achieved", "retries", "verified")}
-                         for s in samples]
+    keep = ("id", "seed", "requested", "achieved", "sampled_achieved", "raw_achieved", "volume_matching", "retries",
+            "verified")
+    result["samples"] = [{k: s[k] for k in keep if k in s} for s in samples]
     result["time_s"] = {"reconstruction": round(t1 - t0, 1), "sampling": round(t2 - t1, 1),
                         "total": round(time.perf_counter() - t0, 1)}
     save_json(out_path, result)

@@ -24,6 +24,7 @@ from brainspade.profiles import get_profile
 
 from .conditioning import ConditionSpace
 from .training import load_weights
+from .volume_matching import match_lesion_volumes
 
 _PARENCHYMA = [LABEL_CODES[k] for k in ("gm", "wm", "dgm", "brainstem")]
 
@@ -65,13 +66,19 @@ def clean_lesions(pv: np.ndarray, requested_ml: Mapping[str, float], voxel_mm3: 
     return pv, {"removed_outside_brain_ml": round(removed_out * ml, 4), "removed_unrequested_ml": round(removed_unreq * ml, 4)}
 
 
+def _space(meta: Mapping) -> ConditionSpace:
+    # files written before `cond_transform` existed normalised linearly
+    return ConditionSpace(torch.as_tensor(meta["cond_max"]).numpy(), torch.as_tensor(meta["train_conditions"]).numpy(),
+                          transform=str(meta.get("cond_transform", "linear")))
+
+
 def condition_space(diffusion_path: str | Path) -> ConditionSpace:
     """The conditioning a diffusion weight file was trained on (accepted ranges, combinations), without a network."""
     p = Path(diffusion_path)
     try:
         ckpt = torch.load(str(p), map_location="cpu", weights_only=True)
         meta = ckpt.get("meta", ckpt)
-        return ConditionSpace(torch.as_tensor(meta["cond_max"]).numpy(), torch.as_tensor(meta["train_conditions"]).numpy())
+        return _space(meta)
     except (OSError, KeyError, AttributeError, RuntimeError, ValueError) as exc:
         raise InputError(f"diffusion weights {str(p)!r} give no conditioning table ({type(exc).__name__}); accepted: "
                          "models/diffusion.pt or a checkpoint written by train_diffusion.yaml") from None
@@ -109,7 +116,8 @@ class LabelSampler:
     model_version, profile, time_s (+ cleanup amounts). `iter_samples(...)` yields them one at a time.
     """
 
-    SETTINGS = ("num_samples", "seed", "sampling", "steps", "guidance_scale", "max_retries", *CONDITION_KEYS)
+    SETTINGS = ("num_samples", "seed", "sampling", "steps", "guidance_scale", "max_retries", "match_volumes",
+                *CONDITION_KEYS)
 
     def __init__(self, autoencoder: torch.nn.Module, network: torch.nn.Module, inferer, schedulers: Mapping,
                  default_steps: Mapping[str, int], autoencoder_path: str, diffusion_path: str, profile: str = "default",
@@ -118,7 +126,7 @@ class LabelSampler:
                  max_ratio: float = 2.0, cond_fill_value: float = -1.0, id_prefix: str = "sample",
                  model_version: str = "", wmh_ml=None, tumour_ml=None, oedema_ml=None, enhancing_ml=None,
                  verbose: bool = False, amp: bool = False, decode_roi: Sequence[int] | None = None,
-                 decode_overlap: float = 0.25) -> None:
+                 decode_overlap: float = 0.25, match_volumes: bool = False) -> None:
         self.autoencoder, self.network, self.inferer = autoencoder, network, inferer
         self.schedulers, self.default_steps = dict(schedulers), dict(default_steps)
         self.autoencoder_path, self.diffusion_path = str(autoencoder_path), str(diffusion_path)
@@ -130,7 +138,8 @@ class LabelSampler:
         self.amp = bool(amp) and self.device.type == "cuda"
         self.decode_roi, self.decode_overlap = decode_roi, decode_overlap  # checked in settings()
         self.config = {"num_samples": num_samples, "seed": seed, "sampling": sampling, "steps": steps,
-                       "guidance_scale": guidance_scale, "max_retries": max_retries, "wmh_ml": wmh_ml,
+                       "guidance_scale": guidance_scale, "max_retries": max_retries,
+                       "match_volumes": match_volumes, "wmh_ml": wmh_ml,
                        "tumour_ml": tumour_ml, "oedema_ml": oedema_ml, "enhancing_ml": enhancing_ml}
         self.space: ConditionSpace | None = None
         self.meta: dict = {}
@@ -161,6 +170,9 @@ class LabelSampler:
                              "(no classifier-free guidance) to 20")
         s["guidance_scale"] = gs
         s["max_retries"] = _int_setting("max_retries", cfg["max_retries"], 0, 20)
+        if not isinstance(cfg["match_volumes"], (bool, np.bool_)):
+            raise InputError(f"match_volumes={cfg['match_volumes']!r} is not accepted; accepted: true or false")
+        s["match_volumes"] = bool(cfg["match_volumes"])
         self._check_decoding()
         s["given"] = self.space.parse({k: cfg[k] for k in CONDITION_KEYS})
         s["id_prefix"] = safe_id(self.id_prefix)
@@ -198,8 +210,7 @@ class LabelSampler:
         self.meta = {"scale_factor": float(meta["scale_factor"]), "profile": profile,
                      "latent_shape": [int(v) for v in torch.as_tensor(meta["latent_shape"])],
                      "version": str(ckpt.get("version", "")) or self.model_version}
-        self.space = ConditionSpace(torch.as_tensor(meta["cond_max"]).numpy(),
-                                    torch.as_tensor(meta["train_conditions"]).numpy())
+        self.space = _space(meta)
         self.autoencoder.to(self.device).eval()
         self.network.to(self.device).eval()
 
@@ -251,9 +262,17 @@ class LabelSampler:
                 if ok:
                     break
             _, ok, used, noise_seed, raw, pv, labels, cleanup, achieved = best
+            sampled = achieved
+            if s["match_volumes"]:  # trim lesions within the verification bounds to the request (volume_matching.py)
+                pv, matching = match_lesion_volumes(pv, req_map, profile.voxel_mm3, brain_mask(pv), self.min_ratio,
+                                                    self.max_ratio)
+                labels = pv_to_int(pv)
+                achieved = lesion_volumes_ml(labels, profile.voxel_mm3)
             yield {
                 "id": sid, "pv": pv.astype(np.float32), "labels": labels, "affine": profile.affine,
                 "requested": _round(req_map), "requested_source": source, "achieved": _round(achieved),
+                "sampled_achieved": _round(sampled),
+                "volume_matching": matching if s["match_volumes"] else "off",
                 "achieved_pv": _round(lesion_volumes_ml(pv, profile.voxel_mm3)),
                 "raw_achieved": _round(lesion_volumes_ml(pv_to_int(raw), profile.voxel_mm3)), **cleanup,
                 "verified": ok, "retries": attempt, "attempt_used": used, "sampler": s["sampling"],

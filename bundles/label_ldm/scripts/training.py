@@ -26,6 +26,7 @@ from brainspade.errors import InputError
 from brainspade.io import load_nifti
 from brainspade.labels import CONDITION_KEYS
 
+from .conditioning import normalise_volumes
 from .data import pv_condition_ml
 
 
@@ -227,8 +228,9 @@ class LatentMeta:
     """Dataset statistics the diffusion model is tied to; stored in (and restored from) its checkpoint."""
 
     def __init__(self, scale_factor: float = 1.0, cond_max=None, train_conditions=None, profile: str = "",
-                 latent_shape=(), items=None) -> None:
+                 latent_shape=(), items=None, cond_transform: str = "log1p") -> None:
         self.scale_factor = float(scale_factor)
+        self.cond_transform = str(cond_transform)
         self.cond_max = torch.as_tensor(cond_max if cond_max is not None else [1.0] * len(CONDITION_KEYS),
                                         dtype=torch.float64)
         self.train_conditions = torch.as_tensor(
@@ -241,19 +243,21 @@ class LatentMeta:
     def state_dict(self) -> dict:
         return {"scale_factor": self.scale_factor, "cond_max": self.cond_max, "train_conditions":
                 self.train_conditions, "profile": self.profile, "latent_shape": torch.tensor(self.latent_shape),
-                "condition_keys": ",".join(CONDITION_KEYS)}
+                "condition_keys": ",".join(CONDITION_KEYS), "cond_transform": self.cond_transform}
 
     def load_state_dict(self, state: dict) -> None:
         self.scale_factor = float(state["scale_factor"])
         self.cond_max = torch.as_tensor(state["cond_max"], dtype=torch.float64)
         self.train_conditions = torch.as_tensor(state["train_conditions"], dtype=torch.float64)
         self.profile = str(state.get("profile", ""))
+        self.cond_transform = str(state.get("cond_transform", "linear"))  # files from before the field: linear
         self.latent_shape = [int(s) for s in torch.as_tensor(state.get("latent_shape", []))]
 
 
 @torch.no_grad()
 def encode_datalist(autoencoder: torch.nn.Module, autoencoder_path: str, items: list[dict], device,
-                    profile, flips: bool = True, cond_fill: float = -1.0, log_every: int = 20) -> LatentMeta:
+                    profile, flips: bool = True, cond_fill: float = -1.0, log_every: int = 20,
+                    cond_transform: str = "log1p") -> LatentMeta:
     """Encode every training PV map (and its left-right mirror) to AutoencoderKL's latent mean.
 
     Returns a LatentMeta whose `items` are {'image': scaled latent, 'cond': (1, 4) normalised volumes}, with
@@ -282,8 +286,10 @@ def encode_datalist(autoencoder: torch.nn.Module, autoencoder_path: str, items: 
     cond = np.stack(conds)
     cond_max = cond.max(0)
     cond_max[cond_max <= 0] = 1.0  # a lesion type absent from training: keep the division defined
-    meta = LatentMeta(scale, cond_max, cond[:: 2 if flips else 1], profile.name, list(z.shape[1:]))
-    meta.items = [{"image": zi * scale, "cond": torch.as_tensor(c / cond_max, dtype=torch.float32)[None]}
+    meta = LatentMeta(scale, cond_max, cond[:: 2 if flips else 1], profile.name, list(z.shape[1:]),
+                      cond_transform=cond_transform)
+    meta.items = [{"image": zi * scale, "cond": torch.as_tensor(normalise_volumes(c, cond_max, meta.cond_transform),
+                                                                 dtype=torch.float32)[None]}
                   for zi, c in zip(z, cond)]
     print(f"encoded {len(items)} subjects -> {len(meta.items)} latents {tuple(z.shape[1:])}, "
           f"scale factor {scale:.4f}, conditioning maxima (mL) {np.round(cond_max, 2).tolist()}", flush=True)

@@ -1,0 +1,71 @@
+"""label_ldm volume matching: lesions within the verification bounds are trimmed to the request, exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from label_ldm_helpers import BUNDLE
+
+from brainspade.bundle import import_scripts
+from brainspade.labels import LABEL_CODES, int_to_pv, lesion_volumes_ml, pv_to_int
+
+scripts = import_scripts(BUNDLE, "label_ldm_scripts")
+VOXEL_MM3 = 8.0  # 2 mm: 125 voxels per mL
+
+
+def _tumour_phantom(shape=(40, 40, 40)) -> tuple[np.ndarray, np.ndarray]:
+    """White-matter ball (the brain) holding a tumour: core inside enhancing rim inside oedema; WMH blob aside."""
+    grid = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"))
+    r = np.sqrt(((grid - np.array([20, 20, 20])[:, None, None, None]) ** 2).sum(0))
+    r_wmh = np.sqrt(((grid - np.array([20, 30, 20])[:, None, None, None]) ** 2).sum(0))
+    lab = np.zeros(shape, dtype=np.int16)
+    lab[r < 18] = LABEL_CODES["wm"]
+    lab[r < 9] = LABEL_CODES["oedema"]
+    lab[r < 5] = LABEL_CODES["enhancing"]
+    lab[r < 3] = LABEL_CODES["tumour"]
+    lab[r_wmh < 3] = LABEL_CODES["wmh"]
+    pv = int_to_pv(lab).astype(np.float32)
+    # soft lesion probabilities: what a decoder gives, so boundaries can move along them
+    soft = np.exp(-np.maximum(r - 4.0, 0) / 2.0) * 0.2
+    pv[LABEL_CODES["tumour"]] += soft
+    pv /= pv.sum(0, keepdims=True)
+    return pv, lab > 0
+
+
+def test_lesions_within_bounds_are_trimmed_exactly_and_stay_in_the_brain():
+    pv, brain = _tumour_phantom()
+    before = lesion_volumes_ml(pv_to_int(pv), VOXEL_MM3)
+    req = {"wmh_ml": before["wmh_ml"] * 0.6, "tumour_ml": before["tumour_ml"] * 1.7,
+           "oedema_ml": before["oedema_ml"] * 1.3, "enhancing_ml": before["enhancing_ml"] * 0.8}
+    out, status = scripts.match_lesion_volumes(pv, req, VOXEL_MM3, brain)
+    after = lesion_volumes_ml(pv_to_int(out), VOXEL_MM3)
+    assert set(status.values()) == {"matched"}
+    for k, v in req.items():  # exact to the voxel
+        assert abs(after[k] - v) <= VOXEL_MM3 / 1000 / 2 + 1e-9, (k, after[k], v)
+    lab = pv_to_int(out)
+    assert not np.isin(lab[~brain], [6, 7, 8, 9]).any()
+    np.testing.assert_allclose(out.sum(0), 1.0, atol=1e-5)  # still partial volumes
+    assert (out >= 0).all()
+    # the core grew outwards from where it was: still one compact component around the centre
+    from scipy import ndimage
+
+    assert ndimage.label(lab == LABEL_CODES["tumour"])[1] == 1 and lab[20, 20, 20] == LABEL_CODES["tumour"]
+
+
+def test_far_off_or_absent_lesions_are_left_as_sampled():
+    pv, brain = _tumour_phantom()
+    before = pv_to_int(pv)
+    vols = lesion_volumes_ml(before, VOXEL_MM3)
+    req = {"wmh_ml": vols["wmh_ml"] * 3.0, "tumour_ml": vols["tumour_ml"] / 2.5, "oedema_ml": vols["oedema_ml"] * 1.5,
+           "enhancing_ml": vols["enhancing_ml"] * 0.6}
+    out, status = scripts.match_lesion_volumes(pv, req, VOXEL_MM3, brain)
+    assert status["wmh_ml"].startswith("too far off") and status["tumour_ml"].startswith("too far off")
+    after = pv_to_int(out)
+    for code in (LABEL_CODES["wmh"], LABEL_CODES["tumour"]):  # untouched, while oedema and enhancing move around
+        assert ((after == code) == (before == code)).all()
+    assert status["oedema_ml"] == status["enhancing_ml"] == "matched"
+    assert lesion_volumes_ml(after, VOXEL_MM3)["oedema_ml"] == pytest.approx(req["oedema_ml"], abs=0.005)
+    pv[LABEL_CODES["wmh"]] = 0
+    pv /= pv.sum(0, keepdims=True)
+    _, status = scripts.match_lesion_volumes(pv, {"wmh_ml": 2.0}, VOXEL_MM3, brain)
+    assert status["wmh_ml"] == "absent" and status["tumour_ml"] == "not requested"
