@@ -29,7 +29,7 @@ from brainspade.labels import CONDITION_KEYS, LESIONS
 COND_TRANSFORMS = ("linear", "log1p")
 
 
-def normalise_volumes(vols_ml, cond_max, transform: str = "log1p") -> np.ndarray:
+def normalise_volumes(vols_ml, cond_max, transform: str) -> np.ndarray:
     """Lesion volumes (mL) -> the network's conditioning in [0, 1] (0 = absent, 1 = the training maximum)."""
     v, m = np.asarray(vols_ml, dtype=np.float64), np.asarray(cond_max, dtype=np.float64)
     if transform == "linear":

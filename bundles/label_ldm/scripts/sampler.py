@@ -23,7 +23,7 @@ from brainspade.labels import CONDITION_KEYS, LABEL_CODES, LESION_CODES, NUM_LAB
 from brainspade.profiles import get_profile
 
 from .conditioning import ConditionSpace
-from .training import load_weights
+from .training import LatentMeta, load_weights
 from .volume_matching import match_lesion_volumes
 
 _PARENCHYMA = [LABEL_CODES[k] for k in ("gm", "wm", "dgm", "brainstem")]
@@ -67,9 +67,9 @@ def clean_lesions(pv: np.ndarray, requested_ml: Mapping[str, float], voxel_mm3: 
 
 
 def _space(meta: Mapping) -> ConditionSpace:
-    # files written before `cond_transform` existed normalised linearly
-    return ConditionSpace(torch.as_tensor(meta["cond_max"]).numpy(), torch.as_tensor(meta["train_conditions"]).numpy(),
-                          transform=str(meta.get("cond_transform", "linear")))
+    stats = LatentMeta()  # reads the weight file's statistics, with its rules for fields older files lack
+    stats.load_state_dict(meta)
+    return ConditionSpace(stats.cond_max.numpy(), stats.train_conditions.numpy(), transform=stats.cond_transform)
 
 
 def condition_space(diffusion_path: str | Path) -> ConditionSpace:
@@ -103,6 +103,12 @@ def _int_setting(name: str, value: Any, lo: int, hi: int) -> int:
     if not lo <= v <= hi:
         raise InputError(f"{name}={v} is out of range; accepted: {lo}..{hi}")
     return v
+
+
+def _bool_setting(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InputError(f"{name}={value!r} is not accepted; accepted: true or false")
+    return value
 
 
 class LabelSampler:
@@ -170,9 +176,7 @@ class LabelSampler:
                              "(no classifier-free guidance) to 20")
         s["guidance_scale"] = gs
         s["max_retries"] = _int_setting("max_retries", cfg["max_retries"], 0, 20)
-        if not isinstance(cfg["match_volumes"], (bool, np.bool_)):
-            raise InputError(f"match_volumes={cfg['match_volumes']!r} is not accepted; accepted: true or false")
-        s["match_volumes"] = bool(cfg["match_volumes"])
+        s["match_volumes"] = _bool_setting("match_volumes", cfg["match_volumes"])
         self._check_decoding()
         s["given"] = self.space.parse({k: cfg[k] for k in CONDITION_KEYS})
         s["id_prefix"] = safe_id(self.id_prefix)
@@ -262,7 +266,7 @@ class LabelSampler:
                 if ok:
                     break
             _, ok, used, noise_seed, raw, pv, labels, cleanup, achieved = best
-            sampled = achieved
+            sampled, matching = achieved, "off"
             if s["match_volumes"]:  # trim lesions within the verification bounds to the request (volume_matching.py)
                 pv, matching = match_lesion_volumes(pv, req_map, profile.voxel_mm3, brain_mask(pv), self.min_ratio,
                                                     self.max_ratio)
@@ -272,7 +276,7 @@ class LabelSampler:
                 "id": sid, "pv": pv.astype(np.float32), "labels": labels, "affine": profile.affine,
                 "requested": _round(req_map), "requested_source": source, "achieved": _round(achieved),
                 "sampled_achieved": _round(sampled),
-                "volume_matching": matching if s["match_volumes"] else "off",
+                "volume_matching": matching,
                 "achieved_pv": _round(lesion_volumes_ml(pv, profile.voxel_mm3)),
                 "raw_achieved": _round(lesion_volumes_ml(pv_to_int(raw), profile.voxel_mm3)), **cleanup,
                 "verified": ok, "retries": attempt, "attempt_used": used, "sampler": s["sampling"],
@@ -292,9 +296,8 @@ def _round(d: Mapping[str, float]) -> dict[str, float]:
 def write_samples(sampler: LabelSampler, output_dir: str, overwrite: bool = False, save_pv: bool = False,
                   **overrides) -> list[Path]:
     """Validate everything, then write <id>_label.nii.gz (+ <id>_pv.nii.gz) and <id>.json per sample, atomically."""
-    for name, flag in (("overwrite", overwrite), ("save_pv", save_pv)):
-        if not isinstance(flag, bool):
-            raise InputError(f"{name}={flag!r} is not accepted; accepted: true or false")
+    _bool_setting("overwrite", overwrite)
+    _bool_setting("save_pv", save_pv)
     if output_dir is None or not str(output_dir).strip():
         raise InputError("output_dir is not set; accepted: a writable folder (--output_dir out/)")
     s = sampler.settings(**overrides)
