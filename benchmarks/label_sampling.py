@@ -8,9 +8,9 @@ accuracy beside each, measured in one run on one machine and printed as ratios.
 
 Every sampler gets the same conditioning requests (drawn from the weights' own training table, fixed seed) and
 the same noise seeds. Verification retries are off (`--max_retries 0`) so each sampler is timed and scored on
-single attempts of the network alone (no volume matching); one extra row `ddim+verify+match` runs verification
-with bounded retries and then volume matching: its `*_sampled` figures are the user-facing default (verification
-only; matching is opt-in), its plain figures what `match_volumes` adds. The reference rows use
+single attempts of the network alone (no volume matching); one extra row `ddim+verify+match` runs the user-facing
+default, verification with bounded retries and then volume matching: its plain figures are what users get, its
+`*_sampled` figures the network's own volumes in the same (verified) samples, before matching. The reference rows use
 `--reference_guidance` (default 1: the reference samplers had no classifier-free guidance).
 Writes benchmarks/results/label_sampling.json (label_sampling_tiny.json in smoke mode).
 Targets: default <= 10 s and <= 2.5 GB per label map; >= 15x faster than pndm300 with accuracy no worse.
@@ -99,7 +99,7 @@ def _accuracy(samples: list[dict]) -> dict:
 def _run(sampler, name: str, steps: int | None, guidance: float, requests: list[dict], seed: int,
          max_retries: int) -> tuple[dict, list[dict]]:
     """Single attempts (max_retries 0) score the network and sampler alone (no volume matching); with retries the
-    row verifies and then matches volumes, reporting the figures before matching (the default) as `*_sampled`."""
+    row is the default (verification, then volume matching), reporting the figures before matching as `*_sampled`."""
     samples, t0 = [], time.perf_counter()
     for i, req in enumerate(requests):
         samples.extend(sampler(num_samples=1, seed=seed + i, sampling=name, steps=steps, guidance_scale=guidance,

@@ -26,9 +26,6 @@ from .conditioning import ConditionSpace
 from .training import LatentMeta, load_weights
 from .volume_matching import match_lesion_volumes
 
-_PARENCHYMA = [LABEL_CODES[k] for k in ("gm", "wm", "dgm", "brainstem")]
-
-
 def brain_mask(pv: np.ndarray) -> np.ndarray:
     """Brain = largest connected region whose dominant label is tissue or lesion (not background, not CSF),
     holes filled (ventricles), dilated by one voxel (partial-volume rim)."""
@@ -132,7 +129,7 @@ class LabelSampler:
                  max_ratio: float = 2.0, cond_fill_value: float = -1.0, id_prefix: str = "sample",
                  model_version: str = "", wmh_ml=None, tumour_ml=None, oedema_ml=None, enhancing_ml=None,
                  verbose: bool = False, amp: bool = False, decode_roi: Sequence[int] | None = None,
-                 decode_overlap: float = 0.25, match_volumes: bool = False) -> None:
+                 decode_overlap: float = 0.25, match_volumes: bool = True) -> None:
         self.autoencoder, self.network, self.inferer = autoencoder, network, inferer
         self.schedulers, self.default_steps = dict(schedulers), dict(default_steps)
         self.autoencoder_path, self.diffusion_path = str(autoencoder_path), str(diffusion_path)
@@ -267,9 +264,8 @@ class LabelSampler:
                     break
             _, ok, used, noise_seed, raw, pv, labels, cleanup, achieved = best
             sampled, matching = achieved, "off"
-            if s["match_volumes"]:  # trim lesions within the verification bounds to the request (volume_matching.py)
-                pv, matching = match_lesion_volumes(pv, req_map, profile.voxel_mm3, brain_mask(pv), self.min_ratio,
-                                                    self.max_ratio)
+            if s["match_volumes"]:  # every present requested lesion to the requested volume (volume_matching.py)
+                pv, matching = match_lesion_volumes(pv, req_map, profile.voxel_mm3, brain_mask(pv))
                 labels = pv_to_int(pv)
                 achieved = lesion_volumes_ml(labels, profile.voxel_mm3)
             yield {
