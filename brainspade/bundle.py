@@ -12,6 +12,7 @@ import importlib.util
 import json
 import re
 import sys
+import zipfile
 from pathlib import Path
 from types import ModuleType
 
@@ -74,19 +75,29 @@ _STEP = re.compile(r"(?:epoch|iteration)=(\d+)")
 
 
 def latest_checkpoint(ckpt_dir: str | Path, pattern: str = "*.pt") -> str | None:
-    """The checkpoint a restarted training run resumes from: the newest file matching `pattern`, or None.
+    """The checkpoint a restarted training run resumes from: the newest complete file matching `pattern`, or None.
 
     Newest by modification time, because Ignite's final checkpoint (`save_final`) carries no step number;
     ties (files written or copied within the clock's resolution) go to the higher epoch/iteration number
-    in the name. Every bundle's training configs resume through this one rule.
+    in the name. Incomplete files are skipped, with a warning: MONAI's CheckpointSaver writes in place (not
+    atomically), so a run killed while saving leaves a truncated file, and the training configs keep two
+    checkpoints (`n_saved: 2`) so that the one before it survives. `torch.save` writes a zip archive whose
+    directory comes last, so a truncated file is not a valid zip. Where no file is complete, the newest is
+    returned all the same, for the caller's checkpoint check to refuse with a clear message. Every bundle's
+    training configs resume through this one rule.
     """
     d = Path(ckpt_dir)
     files = [p for p in d.glob(pattern) if p.is_file()] if d.is_dir() else []
-    if not files:
-        return None
 
     def key(p: Path) -> tuple[float, int]:
         m = _STEP.search(p.name)
         return p.stat().st_mtime, int(m.group(1)) if m else -1
 
-    return str(max(files, key=key))
+    ordered = sorted(files, key=key, reverse=True)
+    for path in ordered:
+        if zipfile.is_zipfile(path):
+            return str(path)
+        print(f"warning: skipping incomplete checkpoint {str(path)!r} (interrupted while being written)",
+              file=sys.stderr)
+    # none complete: the newest, so that the loader's own check names the damaged file (no silent fresh start)
+    return str(ordered[0]) if ordered else None

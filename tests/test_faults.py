@@ -16,16 +16,19 @@ import yaml
 from _segmenter_helpers import TRAIN, tiny_train_overrides
 from cli_harness import ROOT
 
+from brainspade.bundle import latest_checkpoint
+
 
 def _latest_epoch(ckpt_dir: Path) -> int:
-    files = sorted(ckpt_dir.glob("*.pt"), key=lambda p: p.stat().st_mtime)
-    if not files:
+    """The epoch training would resume from (the bundles' own rule, which skips a file cut off mid-write)."""
+    path = latest_checkpoint(ckpt_dir, "checkpoint_*.pt")
+    if path is None:
         return 0
     try:
-        state = torch.load(files[-1], map_location="cpu", weights_only=True)["trainer"]
-        return int(state["iteration"]) // int(state["epoch_length"])
-    except Exception:  # being written right now: the saver writes a temporary file then renames
+        state = torch.load(path, map_location="cpu", weights_only=True)["trainer"]
+    except (OSError, RuntimeError, EOFError, KeyError):  # replaced between the check and the load
         return 0
+    return int(state["iteration"]) // int(state["epoch_length"])
 
 
 def _train_cmd(override_file: Path) -> list[str]:

@@ -82,15 +82,39 @@ def test_latest_checkpoint_picks_newest_and_breaks_ties_by_step(tmp_path):
     """Resume rule shared by all bundles: newest file (Ignite's final checkpoint has no step number), ties by step."""
     import os
 
+    import torch
+
     from brainspade.bundle import latest_checkpoint
 
     assert latest_checkpoint(tmp_path / "absent") is None
     assert latest_checkpoint(tmp_path) is None
     for name, t in [("checkpoint_iteration=50.pt", 100), ("checkpoint_iteration=100.pt", 100), ("final.pt", 50),
                     ("model.pt", 300)]:
-        (tmp_path / name).write_bytes(b"x")
+        torch.save({"step": torch.tensor(t)}, tmp_path / name)
         os.utime(tmp_path / name, (t, t))
     assert latest_checkpoint(tmp_path, "checkpoint_*.pt").endswith("checkpoint_iteration=100.pt")
     assert latest_checkpoint(tmp_path).endswith("model.pt")
     os.utime(tmp_path / "final.pt", (200, 200))
     assert latest_checkpoint(tmp_path, "[cf]*.pt").endswith("final.pt")
+
+
+def test_latest_checkpoint_skips_a_file_cut_off_while_being_written(tmp_path, capsys):
+    """MONAI's CheckpointSaver writes in place: a run killed mid-save leaves a truncated newest file, and resuming
+    must take the complete one before it (the configs keep two) instead of failing inside torch.load."""
+    import os
+
+    import torch
+
+    from brainspade.bundle import latest_checkpoint
+
+    torch.save({"w": torch.zeros(1000)}, tmp_path / "checkpoint_epoch=2.pt")
+    os.utime(tmp_path / "checkpoint_epoch=2.pt", (100, 100))
+    torch.save({"w": torch.zeros(1000)}, tmp_path / "checkpoint_epoch=3.pt")
+    data = (tmp_path / "checkpoint_epoch=3.pt").read_bytes()
+    (tmp_path / "checkpoint_epoch=3.pt").write_bytes(data[: len(data) // 2])  # killed halfway through the write
+    assert latest_checkpoint(tmp_path, "checkpoint_*.pt").endswith("checkpoint_epoch=2.pt")
+    err = capsys.readouterr().err
+    assert "skipping incomplete checkpoint" in err and "checkpoint_epoch=3.pt" in err
+    os.remove(tmp_path / "checkpoint_epoch=2.pt")
+    # nothing complete: the damaged file itself, for the bundle's checkpoint check to refuse by name
+    assert latest_checkpoint(tmp_path, "checkpoint_*.pt").endswith("checkpoint_epoch=3.pt")
