@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
-from label_ldm_helpers import CONFIGS, TINY, make_tiny_weights, one_thread  # noqa: F401  (autouse fixture)
+from label_ldm_helpers import BUNDLE, CONFIGS, TINY, make_tiny_weights, one_thread  # noqa: F401  (autouse fixture)
 from monai.bundle import run
 
 from brainspade.labels import CONDITION_KEYS, LABELS
@@ -26,6 +27,7 @@ def test_evaluate_config_runs_and_saves_all_metrics(tiny_phantoms, tmp_path, cap
         assert {"spearman", "median_rel_error", "presence_rate", "false_lesion_rate", "n_requested"} <= set(m)
     assert set(res["volume_wasserstein_ml"]) == {lab.key for lab in LABELS}
     assert all(v >= 0 for v in res["volume_wasserstein_ml"].values())
+    assert set(res["lesion_components"]) == set(CONDITION_KEYS)
     assert res["diversity"]["pairs"] == 2 and 0 <= res["diversity"]["ms_ssim_mean"] <= 1
     assert res["sampling"]["sampler"] == "ddim" and res["sampling"]["steps"] == 2 and len(res["samples"]) == 3
     assert all(s["retries"] <= 1 for s in res["samples"])
@@ -34,6 +36,31 @@ def test_evaluate_config_runs_and_saves_all_metrics(tiny_phantoms, tmp_path, cap
     with pytest.raises(SystemExit) as exc:  # refuses to replace the results without --overwrite true
         run(**kw)
     assert exc.value.code == 2 and out.read_text() == before
+
+
+def test_lesion_components_counts_separate_lesions_where_present():
+    import importlib
+
+    from brainspade.bundle import import_scripts
+    from brainspade.labels import LABEL_CODES
+
+    import_scripts(BUNDLE, "label_ldm_scripts")
+    scripts = importlib.import_module("label_ldm_scripts.evaluate")  # the package exports `evaluate`, the function
+    wmh, core = LABEL_CODES["wmh"], LABEL_CODES["tumour"]
+
+    def spots(n: int, code: int) -> np.ndarray:
+        lab = np.full((20, 20, 20), LABEL_CODES["wm"], dtype=np.int16)
+        for i in range(n):  # separate cubes, 2 voxels apart
+            lab[1 + 4 * i: 3 + 4 * i, 5:7, 5:7] = code
+        return lab
+
+    touching = spots(1, wmh)
+    touching[3, 7, 7] = wmh  # a diagonal neighbour: the same component under 26-connectivity
+    samples = [{"labels": spots(2, wmh)}, {"labels": touching}, {"labels": spots(1, core)}]
+    res = scripts.lesion_components(samples, [spots(3, wmh), spots(4, wmh), spots(1, core)])
+    assert res["wmh_ml"] == {"generated": 1.5, "training": 3.5, "n_generated": 2, "n_training": 2}
+    assert res["tumour_ml"] == {"generated": 1.0, "training": 1.0, "n_generated": 1, "n_training": 1}
+    assert res["oedema_ml"] == {"generated": None, "training": None, "n_generated": 0, "n_training": 0}
 
 
 def test_label_sampling_benchmark_smoke(tmp_path):

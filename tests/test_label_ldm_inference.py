@@ -13,7 +13,7 @@ from label_ldm_helpers import BUNDLE, ONE_THREAD_ENV, TINY, inference_parser, ma
 
 from brainspade.bundle import import_scripts
 from brainspade.errors import InputError
-from brainspade.labels import CONDITION_KEYS, LABEL_CODES, int_to_pv
+from brainspade.labels import CONDITION_KEYS, LABEL_CODES, int_to_pv, pv_to_int
 from brainspade.profiles import get_profile
 
 scripts = import_scripts(BUNDLE, "label_ldm_scripts")
@@ -122,7 +122,33 @@ def test_clean_lesions_keeps_lesions_inside_the_brain():
     assert np.allclose(pv.sum(0), 1)
     assert pv[LABEL_CODES["tumour"]].sum() == 8 and pv[LABEL_CODES["enhancing"]].sum() == 0
     assert pv[LABEL_CODES["wmh"]].sum() == 0 and pv[LABEL_CODES["wm"], 12, 12, 12] == 1
-    assert info == {"removed_outside_brain_ml": 0.064, "removed_unrequested_ml": 0.008}
+    assert info == {"removed_outside_brain_ml": 0.064, "removed_unrequested_ml": 0.008, "removed_tumour_specks_ml": 0.0}
+
+
+def test_clean_lesions_returns_small_detached_tumour_specks_to_their_tissue():
+    """The training tumours are one piece; the network scatters specks of tumour parts around its tumour. Pieces
+    under 5 % of the sample's tumour voxels go to the tissue around them; the tumour (core in oedema, a diagonal
+    neighbour included) and any substantial second piece stay as drawn."""
+    lab = np.zeros((24, 24, 24), dtype=np.int16)
+    lab[2:22, 2:22, 2:22] = LABEL_CODES["wm"]
+    lab[4:12, 4:12, 4:12] = LABEL_CODES["oedema"]
+    lab[6:10, 6:10, 6:10] = LABEL_CODES["tumour"]
+    lab[12, 12, 12] = LABEL_CODES["enhancing"]      # touches the oedema corner diagonally: part of the tumour
+    lab[17:19, 17:19, 17:19] = LABEL_CODES["oedema"]  # detached speck, 8 voxels (1.5 % of the tumour voxels)
+    lab[5, 18, 5] = LABEL_CODES["tumour"]          # detached speck, 1 voxel
+    lab[18, 5, 5] = LABEL_CODES["wmh"]             # WMH are many spots by nature: kept
+    req = {"wmh_ml": 1.0, "tumour_ml": 1.0, "oedema_ml": 1.0, "enhancing_ml": 1.0}
+    pv, info = scripts.sampler.clean_lesions(int_to_pv(lab), req, 8.0)
+    out = pv_to_int(pv)
+    assert np.allclose(pv.sum(0), 1)
+    assert info["removed_tumour_specks_ml"] == 0.072 and info["removed_unrequested_ml"] == 0.0
+    assert (out[17:19, 17:19, 17:19] == LABEL_CODES["wm"]).all() and out[5, 18, 5] == LABEL_CODES["wm"]
+    assert (out[6:10, 6:10, 6:10] == LABEL_CODES["tumour"]).all() and out[12, 12, 12] == LABEL_CODES["enhancing"]
+    assert (out == LABEL_CODES["oedema"]).sum() == 8 ** 3 - 4 ** 3 and out[18, 5, 5] == LABEL_CODES["wmh"]
+    lab[17:19, 17:19, 17:19] = LABEL_CODES["wm"]
+    lab[14:20, 14:20, 14:20] = LABEL_CODES["oedema"]  # a second piece of 216 voxels (30 %): substantial, kept
+    pv, info = scripts.sampler.clean_lesions(int_to_pv(lab), req, 8.0)
+    assert (pv_to_int(pv)[14:20, 14:20, 14:20] == LABEL_CODES["oedema"]).all() and info["removed_tumour_specks_ml"] == 0.008
 
 
 def test_missing_weights_is_a_clear_error(weights, tmp_path):

@@ -78,6 +78,23 @@ def test_far_off_lesions_are_matched_too_compactly_and_only_into_their_tissue():
     assert not np.isin(after[~brain], [6, 7, 8, 9]).any()
 
 
+def test_shrinking_separate_spots_keeps_each_spot():
+    """WMH come as many spots: shrinking erodes each towards its own centre, the faint one as much as the bright."""
+    shape = (30, 30, 30)
+    lab = np.full(shape, LABEL_CODES["wm"], dtype=np.int16)
+    lab[4:9, 4:9, 4:9] = LABEL_CODES["wmh"]
+    lab[18:23, 18:23, 18:23] = LABEL_CODES["wmh"]
+    pv = int_to_pv(lab).astype(np.float32)
+    pv[LABEL_CODES["wmh"], 18:23, 18:23, 18:23] = 0.4  # a faint spot (still WMH by the 0.3 rule)
+    pv[LABEL_CODES["wm"], 18:23, 18:23, 18:23] = 0.6
+    n = int((lab == LABEL_CODES["wmh"]).sum())
+    out, status = scripts.match_lesion_volumes(pv, {"wmh_ml": n / 3 * VOXEL_MM3 / 1000}, VOXEL_MM3, lab > 0)
+    wmh = pv_to_int(out) == LABEL_CODES["wmh"]
+    assert status["wmh_ml"].startswith("matched") and abs(int(wmh.sum()) - round(n / 3)) <= 1
+    assert ndimage.label(wmh)[1] == 2 and wmh[6, 6, 6] and wmh[20, 20, 20]  # both spots, each around its centre
+    assert min(int(wmh[:12].sum()), int(wmh[12:].sum())) >= wmh.sum() / 3  # the faint spot shrank as much
+
+
 def test_absent_lesions_are_not_created_and_walled_in_growth_is_reported():
     pv, brain = _tumour_phantom()
     pv[LABEL_CODES["wmh"]] = 0

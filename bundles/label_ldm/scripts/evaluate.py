@@ -1,7 +1,7 @@
 """Evaluation of the label LDM: autoencoder reconstruction, conditioning accuracy, realism, diversity.
 
-Metrics come from MONAI (`compute_dice`, `MultiScaleSSIMMetric`) and SciPy (`spearmanr`, `wasserstein_distance`);
-this module only arranges the data for them.
+Metrics come from MONAI (`compute_dice`, `MultiScaleSSIMMetric`) and SciPy (`spearmanr`, `wasserstein_distance`,
+`ndimage.label`); this module only arranges the data for them.
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from typing import Any
 import numpy as np
 import torch
 from monai.metrics import MultiScaleSSIMMetric, compute_dice
+from scipy import ndimage
 from scipy.stats import spearmanr, wasserstein_distance
 
 from brainspade.errors import InputError
 from brainspade.io import load_nifti, save_json
-from brainspade.labels import CONDITION_KEYS, LABELS, int_to_pv, pv_to_int, tissue_volumes_ml
+from brainspade.labels import CONDITION_KEYS, LABELS, LESION_CODES, int_to_pv, pv_to_int, tissue_volumes_ml
 from brainspade.profiles import get_profile
 
 from .data import load_datalist, pv_condition_ml
@@ -72,15 +73,32 @@ def conditioning_metrics(samples: list[dict], presence_fraction: float = 0.2, fa
     return out
 
 
-def volume_wasserstein(samples: list[dict], train_items: list[dict], voxel_mm3: float) -> dict:
+def training_label_maps(train_items: list[dict]) -> list[np.ndarray]:
+    """Integer label maps of the training subjects (read once for every realism figure)."""
+    return [pv_to_int(load_nifti(item["pv"], "partial-volume map")[0]) for item in train_items]
+
+
+def volume_wasserstein(samples: list[dict], train_labels: list[np.ndarray], voxel_mm3: float) -> dict:
     """Per-tissue Wasserstein distance (mL) between generated and training label-map volume distributions."""
     gen = [tissue_volumes_ml(s["labels"], voxel_mm3) for s in samples]
-    ref = []
-    for item in train_items:
-        pv, _ = load_nifti(item["pv"], "partial-volume map")
-        ref.append(tissue_volumes_ml(pv_to_int(pv), voxel_mm3))
+    ref = [tissue_volumes_ml(lab, voxel_mm3) for lab in train_labels]
     return {lab.key: round(float(wasserstein_distance([g[lab.key] for g in gen], [r[lab.key] for r in ref])), 4)
             for lab in LABELS}
+
+
+def lesion_components(samples: list[dict], train_labels: list[np.ndarray]) -> dict:
+    """Per lesion type, the median number of connected components (26-connected) where the lesion is present,
+    generated vs training. Why: volume matching reshapes lesions (shrinking can split one, growing can merge
+    several); this says whether the delivered lesions keep the training data's make-up. MONAI has no counter."""
+    def counts(maps: list[np.ndarray], code: int) -> list[int]:
+        return [int(ndimage.label(m == code, structure=np.ones((3, 3, 3)))[1]) for m in maps if (m == code).any()]
+
+    out = {}
+    for key, code in zip(CONDITION_KEYS, LESION_CODES):
+        gen, ref = counts([s["labels"] for s in samples], code), counts(train_labels, code)
+        out[key] = {"generated": float(np.median(gen)) if gen else None, "training": float(np.median(ref)) if ref else None,
+                    "n_generated": len(gen), "n_training": len(ref)}
+    return out
 
 
 def ms_ssim_diversity(samples: list[dict]) -> dict:
@@ -134,7 +152,9 @@ def evaluate(sampler, autoencoder, autoencoder_path: str, datalist: str, output_
         samples.extend(sampler(num_samples=1, seed=seed + i, **req))
     t2 = time.perf_counter()
     result["conditioning"] = conditioning_metrics(samples)
-    result["volume_wasserstein_ml"] = volume_wasserstein(samples, train_items, prof.voxel_mm3)
+    train_labels = training_label_maps(train_items)
+    result["volume_wasserstein_ml"] = volume_wasserstein(samples, train_labels, prof.voxel_mm3)
+    result["lesion_components"] = lesion_components(samples, train_labels)
     result["diversity"] = ms_ssim_diversity(samples)
     result["sampling"] = {"sampler": samples[0]["sampler"], "steps": samples[0]["steps"],
                           "guidance_scale": samples[0]["guidance_scale"], "num_samples": len(samples),
@@ -151,6 +171,8 @@ def evaluate(sampler, autoencoder, autoencoder_path: str, datalist: str, output_
     for k, m in result["conditioning"].items():
         print(f"{k}: {m}")
     print("volume Wasserstein (mL):", result["volume_wasserstein_ml"])
+    print("lesion components (median, generated vs training):",
+          {k: (v["generated"], v["training"]) for k, v in result["lesion_components"].items()})
     print("diversity:", result["diversity"], "| sampling:", result["sampling"])
     print(f"saved {out_path}")
     return result

@@ -5,7 +5,8 @@ volumes rank (decode(encode(x)) of held-out phantoms: tumour-core Spearman 0.71-
 too large; docs/README.md), and verification can only choose the closest of a few samples. So, in the kept sample,
 each requested lesion's boundary moves along the model's own lesion probability (smoothed, so it stays compact):
 
-- too large: the least lesion-like voxels go to their next most likely allowed label;
+- too large: the least lesion-like voxels (relative to the peak of their own connected part, so that separate WMH
+  spots each shrink rather than the faintest vanishing) go to their next most likely allowed label;
 - too small: the lesion grows shell by shell (one voxel of dilation at a time, so it stays connected and compact)
   into the most lesion-like voxels of the tissue it may occupy: white matter for WMH, parenchyma or a tumour part
   not matched yet for tumour parts. It never grows outside the brain, into CSF, or into a lesion already matched.
@@ -60,6 +61,16 @@ def _grow(pv: np.ndarray, labels: np.ndarray, code: int, need: int, score: np.nd
     return need
 
 
+def _least_lesion_like(lesion: np.ndarray, score: np.ndarray, count: int) -> np.ndarray:
+    """Flat indices of the `count` lesion voxels with the lowest score relative to their own connected part's peak,
+    so that separate lesions (WMH spots) each shrink towards their centre instead of the faintest ones vanishing."""
+    comp, n = ndimage.label(lesion, structure=np.ones((3, 3, 3)))
+    peak = np.asarray(ndimage.maximum(score, comp, index=np.arange(1, n + 1)))
+    cand = np.flatnonzero(lesion)
+    rel = score.ravel()[cand] / np.maximum(peak[comp.ravel()[cand] - 1], 1e-12)
+    return cand[np.argsort(rel, kind="stable")[:count]]
+
+
 def match_lesion_volumes(pv: np.ndarray, requested_ml: Mapping[str, float], voxel_mm3: float, brain: np.ndarray,
                          sigma: float = 1.0) -> tuple[np.ndarray, dict]:
     """-> (pv with matched lesions, {key: 'matched (sampled x<ratio>)' | 'absent' | 'not requested' |
@@ -94,8 +105,7 @@ def match_lesion_volumes(pv: np.ndarray, requested_ml: Mapping[str, float], voxe
             later = [code_of[k] for k in targets if code_of[k] not in done and k != key]
             short = _grow(pv, labels, code, target - n, score, [*_GROWS_INTO[key], *later], brain)
         elif target < n:  # give the least lesion-like voxels to their most likely other label
-            cand = np.flatnonzero(current)
-            give = cand[np.argsort(score.ravel()[cand], kind="stable")[: n - target]]
+            give = _least_lesion_like(current, score, n - target)
             allowed = np.ones(len(pv), dtype=bool)
             allowed[[code, *done, *unrequested]] = False
             frac = pv.reshape(len(pv), -1)[:, give]
