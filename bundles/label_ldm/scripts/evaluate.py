@@ -23,6 +23,7 @@ from brainspade.profiles import get_profile
 
 from .data import load_datalist, pv_condition_ml
 from .training import load_weights
+from .volume_matching import NEIGHBOURS_26
 
 
 @torch.no_grad()
@@ -91,7 +92,7 @@ def lesion_components(samples: list[dict], train_labels: list[np.ndarray]) -> di
     generated vs training. Why: volume matching reshapes lesions (shrinking can split one, growing can merge
     several); this says whether the delivered lesions keep the training data's make-up. MONAI has no counter."""
     def counts(maps: list[np.ndarray], code: int) -> list[int]:
-        return [int(ndimage.label(m == code, structure=np.ones((3, 3, 3)))[1]) for m in maps if (m == code).any()]
+        return [int(ndimage.label(m == code, structure=NEIGHBOURS_26)[1]) for m in maps if (m == code).any()]
 
     out = {}
     for key, code in zip(CONDITION_KEYS, LESION_CODES):

@@ -24,7 +24,7 @@ from brainspade.profiles import get_profile
 
 from .conditioning import ConditionSpace
 from .training import LatentMeta, load_weights
-from .volume_matching import match_lesion_volumes
+from .volume_matching import NEIGHBOURS_26, match_lesion_volumes
 
 _TUMOUR_PARTS = [LABEL_CODES[k] for k in ("tumour", "oedema", "enhancing")]
 
@@ -41,7 +41,7 @@ def largest_component(mask: np.ndarray, structure: np.ndarray | None = None) -> 
 def tumour_specks(labels: np.ndarray, fraction: float = 0.05) -> np.ndarray:
     """Voxels of the small detached pieces of tumour parts: 26-connected pieces of core/enhancing/oedema that each
     hold less than `fraction` of the sample's tumour voxels (the largest piece is always kept)."""
-    comp, n = ndimage.label(np.isin(labels, _TUMOUR_PARTS), structure=np.ones((3, 3, 3)))
+    comp, n = ndimage.label(np.isin(labels, _TUMOUR_PARTS), structure=NEIGHBOURS_26)
     if n < 2:
         return np.zeros(labels.shape, dtype=bool)
     sizes = np.bincount(comp.ravel())[1:]

@@ -28,6 +28,8 @@ from brainspade.labels import CONDITION_KEYS, LABEL_CODES, LESION_CODES, pv_to_i
 
 # inner to outer: a growing core takes enhancing voxels, which the enhancing step then takes back from oedema
 _ORDER = ("tumour_ml", "enhancing_ml", "oedema_ml", "wmh_ml")
+# what counts as one lesion piece, here, in the sampler's speck rule and in the evaluation's piece count
+NEIGHBOURS_26 = np.ones((3, 3, 3), dtype=bool)
 _PARENCHYMA = tuple(LABEL_CODES[k] for k in ("gm", "wm", "dgm", "brainstem"))
 # healthy tissue each lesion type may grow into (lesion labels not matched yet are added per step)
 _GROWS_INTO = {"wmh_ml": (LABEL_CODES["wm"],), "tumour_ml": _PARENCHYMA, "enhancing_ml": _PARENCHYMA,
@@ -64,7 +66,7 @@ def _grow(pv: np.ndarray, labels: np.ndarray, code: int, need: int, score: np.nd
 def _least_lesion_like(lesion: np.ndarray, score: np.ndarray, count: int) -> np.ndarray:
     """Flat indices of the `count` lesion voxels with the lowest score relative to their own connected part's peak,
     so that separate lesions (WMH spots) each shrink towards their centre instead of the faintest ones vanishing."""
-    comp, n = ndimage.label(lesion, structure=np.ones((3, 3, 3)))
+    comp, n = ndimage.label(lesion, structure=NEIGHBOURS_26)
     peak = np.asarray(ndimage.maximum(score, comp, index=np.arange(1, n + 1)))
     cand = np.flatnonzero(lesion)
     rel = score.ravel()[cand] / np.maximum(peak[comp.ravel()[cand] - 1], 1e-12)
