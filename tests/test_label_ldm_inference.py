@@ -97,13 +97,15 @@ def test_verification_retries_are_bounded_and_reported(weights):
     ratios = [s["sampled_achieved"][k] / s["requested"][k] for k in CONDITION_KEYS if s["requested"][k] > 0]
     assert s["verified"] == all(0.5 <= r <= 2.0 for r in ratios)  # verification judges the sampled map
     voxel_ml = get_profile("tiny").voxel_mm3 / 1000
-    for k in CONDITION_KEYS:  # then every present requested lesion is brought to the request, whatever its ratio
-        status = s["volume_matching"][k]
-        if s["requested"][k] > 0 and s["sampled_achieved"][k] > 0:
+    for k in CONDITION_KEYS:  # then every requested lesion drawn at >= a fifth of the request is brought to it
+        status, req, got = s["volume_matching"][k], s["requested"][k], s["sampled_achieved"][k]
+        if req > 0 and got >= 0.2 * req + voxel_ml:
             assert status.startswith("matched (sampled x"), status
-            assert abs(s["achieved"][k] - s["requested"][k]) <= voxel_ml / 2 + 1e-3
-        else:
-            assert status in ("absent", "not requested") and s["achieved"][k] == s["sampled_achieved"][k]
+            assert abs(s["achieved"][k] - req) <= voxel_ml / 2 + 1e-3
+        elif req > 0 and 0 < got < 0.2 * req - voxel_ml:
+            assert status.startswith("not drawn (sampled x") and s["achieved"][k] == got
+        elif got == 0:
+            assert status in ("absent", "not requested") and s["achieved"][k] == got
     [u] = sampler(tumour_ml=round((lo + hi) / 2, 3), match_volumes=False)  # the network's own volumes
     assert u["volume_matching"] == "off" and u["achieved"] == u["sampled_achieved"]
     with pytest.raises(InputError, match="match_volumes='yes' is not accepted; accepted: true or false"):

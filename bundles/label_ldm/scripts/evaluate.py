@@ -23,7 +23,7 @@ from brainspade.profiles import get_profile
 
 from .data import load_datalist, pv_condition_ml
 from .training import load_weights
-from .volume_matching import NEIGHBOURS_26
+from .volume_matching import NEIGHBOURS_26, PRESENCE_FRACTION
 
 
 @torch.no_grad()
@@ -53,7 +53,7 @@ def _agreement(req: np.ndarray, ach: np.ndarray) -> tuple[float | None, float | 
     return rho, (round(float(np.median(np.abs(ach - req) / req)), 4) if len(req) else None)
 
 
-def conditioning_metrics(samples: list[dict], presence_fraction: float = 0.2, false_ml: float = 0.1) -> dict:
+def conditioning_metrics(samples: list[dict], presence_fraction: float = PRESENCE_FRACTION, false_ml: float = 0.1) -> dict:
     """Per lesion type: Spearman(requested, achieved), median relative error, presence rate, false-lesion rate."""
     out = {}
     for k in CONDITION_KEYS:

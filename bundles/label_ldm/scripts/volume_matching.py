@@ -11,7 +11,8 @@ each requested lesion's boundary moves along the model's own lesion probability 
   into the most lesion-like voxels of the tissue it may occupy: white matter for WMH, parenchyma or a tumour part
   not matched yet for tumour parts. It never grows outside the brain, into CSF, or into a lesion already matched.
 
-An absent lesion is never created (verification reports it). Tumour parts are matched inner to outer (core,
+An absent lesion is never created, nor one drawn at under a fifth of its request grown (PRESENCE_FRACTION;
+verification reports both). Tumour parts are matched inner to outer (core,
 enhancing, oedema), so a growing core may take enhancing voxels that the enhancing step then takes back from
 oedema, and every matched volume stays exact. The status records the sampled size (x achieved / requested).
 MONAI has no such operation.
@@ -30,6 +31,9 @@ from brainspade.labels import CONDITION_KEYS, LABEL_CODES, LESION_CODES, pv_to_i
 _ORDER = ("tumour_ml", "enhancing_ml", "oedema_ml", "wmh_ml")
 # what counts as one lesion piece, here, in the sampler's speck rule and in the evaluation's piece count
 NEIGHBOURS_26 = np.ones((3, 3, 3), dtype=bool)
+# below this share of its request a lesion counts as not drawn (the evaluation's presence rule): matching leaves it
+# as sampled rather than growing most of it from a few voxels
+PRESENCE_FRACTION = 0.2
 _PARENCHYMA = tuple(LABEL_CODES[k] for k in ("gm", "wm", "dgm", "brainstem"))
 # healthy tissue each lesion type may grow into (lesion labels not matched yet are added per step)
 _GROWS_INTO = {"wmh_ml": (LABEL_CODES["wm"],), "tumour_ml": _PARENCHYMA, "enhancing_ml": _PARENCHYMA,
@@ -75,8 +79,8 @@ def _least_lesion_like(lesion: np.ndarray, score: np.ndarray, count: int) -> np.
 
 def match_lesion_volumes(pv: np.ndarray, requested_ml: Mapping[str, float], voxel_mm3: float, brain: np.ndarray,
                          sigma: float = 1.0) -> tuple[np.ndarray, dict]:
-    """-> (pv with matched lesions, {key: 'matched (sampled x<ratio>)' | 'absent' | 'not requested' |
-    'short by <n> voxels (sampled x<ratio>)'}).
+    """-> (pv with matched lesions, {key: 'matched (sampled x<ratio>)' | 'absent' | 'not drawn (sampled x<ratio>)'
+    (under PRESENCE_FRACTION of the request) | 'not requested' | 'short by <n> voxels (sampled x<ratio>)'}).
 
     `brain`: where lesions may grow (the sampler's brain mask). Ratios are sampled / requested, as in verification.
     """
@@ -85,16 +89,20 @@ def match_lesion_volumes(pv: np.ndarray, requested_ml: Mapping[str, float], voxe
     code_of = dict(zip(CONDITION_KEYS, LESION_CODES))
     voxel_ml = voxel_mm3 / 1000.0
     unrequested = [code_of[k] for k in CONDITION_KEYS if not requested_ml.get(k)]
-    # decided on the sampled map, before anything moves: absent lesions are never taken from or given to
+    # decided on the sampled map, before anything moves: lesions left as sampled are never taken from or given to
     status, targets = {}, {}
     for key in _ORDER:
         req = float(requested_ml.get(key) or 0.0)
         if req <= 0:
             status[key] = "not requested"
-        elif not (labels == code_of[key]).any():
-            status[key] = "absent"
         else:
-            targets[key] = max(1, int(round(req / voxel_ml)))
+            n, target = int((labels == code_of[key]).sum()), max(1, int(round(req / voxel_ml)))
+            if n == 0:
+                status[key] = "absent"
+            elif n < PRESENCE_FRACTION * target:
+                status[key] = f"not drawn (sampled x{n / target:.2f})"
+            else:
+                targets[key] = target
     done = [code_of[k] for k in CONDITION_KEYS if requested_ml.get(k) and k not in targets]
     for key, target in targets.items():
         code = code_of[key]
