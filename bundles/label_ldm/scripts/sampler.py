@@ -19,23 +19,14 @@ from scipy import ndimage
 
 from brainspade.errors import InputError
 from brainspade.io import prepare_output_dir, safe_id, save_json, save_nifti
-from brainspade.labels import CONDITION_KEYS, LABEL_CODES, LESION_CODES, NUM_LABELS, lesion_volumes_ml, pv_to_int
+from brainspade.labels import CONDITION_KEYS, LABEL_CODES, LESION_CODES, NUM_LABELS, TUMOUR_PARTS, lesion_volumes_ml, pv_to_int
 from brainspade.profiles import get_profile
 
 from .conditioning import ConditionSpace
 from .training import LatentMeta, load_weights
 from .volume_matching import NEIGHBOURS_26, match_lesion_volumes
 
-_TUMOUR_PARTS = [LABEL_CODES[k] for k in ("tumour", "oedema", "enhancing")]
-
-
-def largest_component(mask: np.ndarray, structure: np.ndarray | None = None) -> np.ndarray:
-    """The largest connected component of a boolean mask (all False when it is empty). SciPy labelling: MONAI's
-    `get_largest_connected_component_mask` needs scikit-image, which this project does not install."""
-    comp, n = ndimage.label(mask, structure=structure)
-    if n == 0:
-        return np.zeros(mask.shape, dtype=bool)
-    return comp == (np.argmax(np.bincount(comp.ravel())[1:]) + 1)
+_TUMOUR_PARTS = [LABEL_CODES[k] for k in TUMOUR_PARTS]
 
 
 def tumour_specks(labels: np.ndarray, fraction: float = 0.05) -> np.ndarray:
@@ -54,7 +45,11 @@ def brain_mask(pv: np.ndarray) -> np.ndarray:
     holes filled (ventricles), dilated by one voxel (partial-volume rim)."""
     lab = pv.argmax(0)
     tissue = (lab != LABEL_CODES["background"]) & (lab != LABEL_CODES["csf"])
-    return ndimage.binary_dilation(ndimage.binary_fill_holes(largest_component(tissue)), iterations=1)
+    comp, n = ndimage.label(tissue)
+    if n == 0:
+        return np.zeros(lab.shape, dtype=bool)
+    largest = comp == (np.argmax(np.bincount(comp.ravel())[1:]) + 1)
+    return ndimage.binary_dilation(ndimage.binary_fill_holes(largest), iterations=1)
 
 
 def clean_lesions(pv: np.ndarray, requested_ml: Mapping[str, float], voxel_mm3: float) -> tuple[np.ndarray, dict]:
