@@ -32,17 +32,43 @@ def shard_indices(num_samples: int, num_shards: int, shard: int, first_index: in
     return [first_index + i for i in range(shard, num_samples, num_shards)]
 
 
+def read_sidecar(path: str | Path) -> dict | None:
+    """A sample's sidecar as a dict, or None when it is missing, unreadable or not a JSON object (`[]`, `3`):
+    such a sample counts as unfinished and is made again, never trusted."""
+    try:
+        meta = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def sample_complete(output_dir: str | Path, sid: str) -> bool:
+    """The sidecar of `sid` is a JSON object and every file it lists exists (a deleted image makes it unfinished)."""
+    out = Path(output_dir)
+    meta = read_sidecar(out / f"{sid}.json")
+    if meta is None:
+        return False
+    files = meta.get("files")
+    if not isinstance(files, dict) or not all(isinstance(f, str) for f in files.values()):
+        return False
+    return all((out / f).is_file() and Path(f).name == f for f in files.values())
+
+
 def completed(output_dir: str | Path, indices: Iterable[int]) -> set[int]:
-    """Indices whose sidecar JSON exists and parses (partial samples have no sidecar yet)."""
-    done = set()
-    for i in indices:
-        f = Path(output_dir) / f"{sample_id(i)}.json"
-        try:
-            json.loads(f.read_text())
-            done.add(i)
-        except (OSError, json.JSONDecodeError):
-            continue
-    return done
+    """Indices whose sample is complete (`sample_complete`; partial samples have no sidecar yet)."""
+    return {i for i in indices if sample_complete(output_dir, sample_id(i))}
+
+
+def clear_stale_parts(output_dir: str | Path) -> list[str]:
+    """Remove temporary files (`.<name>.*.part*`) that a run killed mid-write left behind; returns their names.
+    Only called by a run that holds the folder (resume or overwrite), so no live writer owns them."""
+    out = Path(output_dir)
+    removed = []
+    for f in out.glob(".*.part*") if out.is_dir() else []:
+        if f.is_file():
+            f.unlink(missing_ok=True)
+            removed.append(f.name)
+    return removed
 
 
 def pending(output_dir: str | Path, indices: Sequence[int]) -> list[int]:
@@ -55,16 +81,15 @@ def write_datalist(output_dir: str | Path, key: str = "training") -> Path:
     out = Path(output_dir)
     entries = []
     for side in sorted(out.glob("sample-*.json")):
-        try:
-            meta = json.loads(side.read_text())
-        except json.JSONDecodeError:
-            continue
         sid = side.stem
-        entry = {"id": sid, "label": f"{sid}_label.nii.gz"}
-        for f in sorted(out.glob(f"{sid}_*.nii.gz")):
-            name = f.name[len(sid) + 1:-len(".nii.gz")]
-            if name != "label":
-                entry[name] = f.name
+        if not sample_complete(out, sid):
+            continue
+        meta = read_sidecar(side) or {}
+        # exactly what the sidecar says this sample wrote: a stale image of an earlier run is never paired
+        entry = {"id": sid, "label": meta["files"]["label"]}
+        for name, f in sorted(meta["files"].items()):
+            if name not in ("label", "preview"):
+                entry[name] = f
         for k, v in (meta.get("achieved") or {}).items():
             entry[k] = v
         entry["synthetic"] = True

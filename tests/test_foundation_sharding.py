@@ -12,7 +12,8 @@ def test_shards_partition_indices_and_seeds_do_not_depend_on_shard_count():
 
 
 def test_resume_skips_finished_samples_and_ignores_partial_ones(tmp_path):
-    (tmp_path / f"{sample_id(0)}.json").write_text(json.dumps({"achieved": {"wmh_ml": 1.0}}))
+    files = {"t1": f"{sample_id(0)}_t1.nii.gz", "label": f"{sample_id(0)}_label.nii.gz"}
+    (tmp_path / f"{sample_id(0)}.json").write_text(json.dumps({"achieved": {"wmh_ml": 1.0}, "files": files}))
     (tmp_path / f"{sample_id(0)}_label.nii.gz").write_bytes(b"x")
     (tmp_path / f"{sample_id(0)}_t1.nii.gz").write_bytes(b"x")
     (tmp_path / f"{sample_id(1)}.json").write_text("{trunc")  # killed mid-write: not done

@@ -108,8 +108,10 @@ def test_verification_retries_are_bounded_and_reported(weights):
             assert status in ("absent", "not requested") and s["achieved"][k] == got
     [u] = sampler(tumour_ml=round((lo + hi) / 2, 3), match_volumes=False)  # the network's own volumes
     assert u["volume_matching"] == "off" and u["achieved"] == u["sampled_achieved"]
-    with pytest.raises(InputError, match="match_volumes='yes' is not accepted; accepted: true or false"):
-        sampler(match_volumes="yes")
+    with pytest.raises(InputError, match="match_volumes='perhaps' is not a boolean; accepted: true/yes/y/on or false"):
+        sampler(match_volumes="perhaps")
+    [n] = sampler(tumour_ml=round((lo + hi) / 2, 3), match_volumes="false")  # as the README writes it (issue 15)
+    assert n["volume_matching"] == "off"
     [z] = sampler(max_retries=0)
     assert z["retries"] == 0 and z["attempt_used"] == 0
 

@@ -42,9 +42,11 @@ def test_network_def_is_the_same_in_train_and_inference():
     a, b = ConfigParser(), ConfigParser()
     a.read_config(TRAIN)
     b.read_config(INFER)
-    for key in ("network_def", "channels", "profile", "spacing", "roi_size"):
+    for key in ("network_def", "network", "channels", "profile", "spacing", "roi_size", "bf16", "use_bf16", "amp"):
         assert a[key] == b[key], key
-    assert a["validate"]["inferer"]["_target_"] == b["inferer"]["_target_"] == "SlidingWindowInferer"
+    # the same sliding window, under the same precision switch, in validation and at inference
+    assert a["validate"]["inferer"] == b["inferer"]
+    assert b["inferer"]["inferer"]["_target_"] == "SlidingWindowInferer"
 
 
 def test_inference_workflow_properties(tmp_path):
@@ -70,10 +72,11 @@ def test_train_workflow_properties_and_monai_label_train_ids(tiny_phantoms, tmp_
 
 
 def _tiny_weights(path: Path, channels=TINY_CHANNELS) -> Path:
-    """A state dict of network_def as models/model.pt holds it (random values: only the format matters here)."""
+    """A state dict of network_def as models/model.pt holds it (random values: only the format matters here);
+    `channels=None`: the shipped (default) network."""
     parser = ConfigParser()
     parser.read_config(INFER)
-    parser.update({"bundle_root": str(BUNDLE), "channels": channels})
+    parser.update({"bundle_root": str(BUNDLE), **({"channels": channels} if channels else {})})
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(parser.get_parsed_content("network_def").state_dict(), path)
     return path
@@ -150,7 +153,7 @@ def test_monai_label_infer_task_view(tmp_path):
     for part in ("configs", "scripts"):
         shutil.copytree(BUNDLE / part, app / part, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(BUNDLE / "LICENSE", app / "LICENSE")
-    _tiny_weights(app / "models" / "model.pt", channels=[16, 32, 64, 128])  # the shipped (default) network
+    _tiny_weights(app / "models" / "model.pt", channels=None)  # the shipped (default) network
     path = str(app)
     assert (app / "configs" / "inference.yaml").is_file()
     sys.path.insert(0, path)

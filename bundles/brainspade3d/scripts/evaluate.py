@@ -21,12 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from brainspade.cli import parse_bool, parse_int
 from brainspade.errors import InputError
 from brainspade.io import prepare_output_dir, save_json
 from brainspade.labels import LABELS, NUM_LABELS, pv_to_int
 
 from .data import contrast_pairs
-from .inference import _bool_option, _int_option, load_generator
+from .inference import load_generator
 
 
 def _mean(values: list[float]) -> float | None:
@@ -107,9 +108,9 @@ def evaluate(network: torch.nn.Module, ckpt_path: str, device, preprocessing, da
     from monai.metrics import PSNRMetric, SSIMMetric
 
     t0 = time.perf_counter()
-    n_max = _int_option("max_pairs", max_pairs, 0, 10**6)
-    base_seed = _int_option("seed", seed, 0, 2**31 - 1)
-    overwrite = _bool_option("overwrite", overwrite)
+    n_max = parse_int(max_pairs, "max_pairs", 0, 10**6)
+    base_seed = parse_int(seed, "seed", 0, 2**31 - 1)
+    overwrite = parse_bool(overwrite, "overwrite")
     pairs = contrast_pairs(datalist, key, contrasts)
     if n_max:
         pairs = pairs[:n_max]

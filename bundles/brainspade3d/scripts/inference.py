@@ -8,46 +8,29 @@ Called from inference.yaml as `brainspade.cli.run_guarded(@scripts.inference.syn
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from brainspade.cli import parse_bool, parse_int
 from brainspade.contrasts import CONTRASTS, check_contrasts
 from brainspade.errors import InputError
 from brainspade.io import load_nifti, prepare_output_dir, safe_id, save_json, save_nifti
 from brainspade.labels import NUM_LABELS, check_int_labels, check_pv, int_to_pv, lesion_volumes_ml, normalise_pv, pv_to_int
 from brainspade.profiles import get_profile
-from brainspade.sharding import pending, sample_id, sample_seed, shard_indices, write_datalist
+from brainspade.sharding import (clear_stale_parts, pending, read_sidecar, sample_complete, sample_id, sample_seed,
+                                 shard_indices, write_datalist)
 
 MIN_SIDE = 4  # a label map thinner than this is not a brain volume
 STYLE_STREAM = 7919  # style seed of a sample = sample_seed(sample's seed, STYLE_STREAM): independent of its noise
-
-
-def _int_option(name: str, value: Any, lo: int, hi: int) -> int:
-    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-    ok |= isinstance(value, float) and float(value).is_integer()
-    ok |= isinstance(value, str) and value.strip().isdigit()
-    if not ok:
-        raise InputError(f"{name}={value!r} is not an integer; accepted: {lo}..{hi}")
-    v = int(float(value))
-    if not lo <= v <= hi:
-        raise InputError(f"{name}={v} is out of range; accepted: {lo}..{hi}")
-    return v
-
-
-def _bool_option(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    raise InputError(f"{name}={value!r} is not accepted; accepted: true or false")
 
 
 def _optional_path(name: str, value: Any) -> str | None:
@@ -209,9 +192,9 @@ def resolve_shard(shard: Any = None, num_shards: Any = None) -> tuple[int, int]:
     else:
         shard, num_shards = (0 if shard is None else shard), (1 if num_shards is None else num_shards)
         where = "--shard/--num_shards"
-    n = _int_option("num_shards", num_shards, 1, 4096)
+    n = parse_int(num_shards, "num_shards", 1, 4096)
     try:
-        i = _int_option("shard", shard, 0, n - 1)
+        i = parse_int(shard, "shard", 0, n - 1)
     except InputError:
         raise InputError(f"shard={shard!r} is not accepted for num_shards={n} ({where}); accepted: 0..{n - 1}") from None
     return i, n
@@ -230,11 +213,8 @@ def complete_sample(out: Path, sid: str, contrasts: list[str], preview: bool, ex
     made with other settings (seed, profile, label source, missing contrasts) is refused rather than
     mixed into this dataset.
     """
-    if not (out / f"{sid}.json").is_file():
-        return False
-    try:
-        side = json.loads((out / f"{sid}.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+    side = read_sidecar(out / f"{sid}.json")
+    if side is None:  # missing, unreadable, or not a JSON object: unfinished
         return False
     for key, val in expect.items():
         if side.get(key) != val:
@@ -244,14 +224,14 @@ def complete_sample(out: Path, sid: str, contrasts: list[str], preview: bool, ex
     if missing:
         raise InputError(f"output_dir {str(out)!r} already holds {sid} without contrast {missing[0]!r}; accepted: the "
                          "same --contrast to resume, a new folder, or --overwrite true")
-    return all((out / f).is_file() for f in sample_files(sid, contrasts, preview))
+    return sample_complete(out, sid) and all((out / f).is_file() for f in sample_files(sid, contrasts, preview))
 
 
 def merge_datalist(output_dir: Any, num_samples: Any = 1, first_index: Any = 0) -> Path:
     """Write `<output_dir>/datalist.json` once every sample first_index..first_index+num_samples-1 is complete."""
     out = Path(str(output_dir))
-    n = _int_option("num_samples", num_samples, 1, 10_000_000)
-    first = _int_option("first_index", first_index, 0, 10**9)
+    n = parse_int(num_samples, "num_samples", 1, 10_000_000)
+    first = parse_int(first_index, "first_index", 0, 10**9)
     todo = pending(out, list(range(first, first + n)))
     if todo:
         raise InputError(f"output_dir {str(out)!r} lacks {len(todo)} of {n} samples (first missing: {sample_id(todo[0])}); "
@@ -266,7 +246,8 @@ def synthesise(network: torch.nn.Module, ckpt_path: str, device, profile: str = 
                style_image: Any = None, label_file: Any = None,
                label_sampler: Callable[[], Any] | None = None, model_version: str = "",
                preview: Any = True, shard: Any = None, num_shards: Any = None, first_index: Any = 0,
-               resume: Any = None, merge: Any = False) -> list[str]:
+               resume: Any = None, merge: Any = False, conditions: Mapping | None = None,
+               label_ldm_extra: Any = None) -> list[str]:
     """Check everything, then write per sample `<id>_<contrast>.nii.gz`, `<id>_label.nii.gz`, `<id>.png`, `<id>.json`.
 
     Sample k (first_index <= k < first_index + num_samples) has id `sample-<k:06d>` and seed
@@ -275,24 +256,34 @@ def synthesise(network: torch.nn.Module, ckpt_path: str, device, profile: str = 
     when sharded) skips finished samples. The process that finishes the last sample writes
     `datalist.json`; `merge=True` only writes it (after checking every sample exists).
     label_sampler: zero-argument callable giving label_ldm's `LabelSampler` (built from label_ldm's
-    inference.yaml); only called when no `label_file` is given.
+    inference.yaml); only called when no `label_file` is given. `conditions` (the lesion-volume options) have
+    no effect with a label file, so they are refused there; they and `label_ldm_extra` are recorded in each
+    sidecar, and resume refuses a folder made with other values.
     """
     t_start = time.perf_counter()
     if output_dir is None or not str(output_dir).strip():
         raise InputError("output_dir is not set; accepted: a writable folder (--output_dir out/)")
-    if _bool_option("merge", merge):
+    if parse_bool(merge, "merge"):
         return [str(merge_datalist(output_dir, num_samples, first_index))]
     prof = get_profile(profile)
     contrasts = check_contrasts(contrast)
-    n = _int_option("num_samples", num_samples, 1, 10_000_000)
-    base_seed = _int_option("seed", seed, 0, 2**31 - 1)
-    first = _int_option("first_index", first_index, 0, 10**9)
-    overwrite = _bool_option("overwrite", overwrite)
-    preview = _bool_option("preview", preview)
+    n = parse_int(num_samples, "num_samples", 1, 10_000_000)
+    base_seed = parse_int(seed, "seed", 0, 2**31 - 1)
+    first = parse_int(first_index, "first_index", 0, 10**9)
+    overwrite = parse_bool(overwrite, "overwrite")
+    preview = parse_bool(preview, "preview")
     shard_i, shards = resolve_shard(shard, num_shards)
-    resume = shards > 1 if resume is None else _bool_option("resume", resume)
+    resume = shards > 1 if resume is None else parse_bool(resume, "resume")
     style_path = _optional_path("style_image", style_image)
     label_path = _optional_path("label_file", label_file)
+    conditions = {k: v for k, v in dict(conditions or {}).items() if v is not None}
+    if label_ldm_extra is not None and not isinstance(label_ldm_extra, Mapping):
+        raise InputError(f"label_ldm_extra={label_ldm_extra!r} is not a dict; accepted: a dict of label_ldm "
+                         "inference ids, e.g. \"{'sampling': 'pndm300'}\"")
+    if label_path and conditions:
+        given = ", ".join(f"--{k}" for k in conditions)
+        raise InputError(f"{given} has no effect with --label_file (the label map is yours, label_ldm is not run); "
+                         "accepted: --label_file alone, or lesion options without --label_file")
 
     style = load_style_image(style_path, prof) if style_path else None
     user = LabelFile(label_path, prof) if label_path else None
@@ -315,12 +306,22 @@ def synthesise(network: torch.nn.Module, ckpt_path: str, device, profile: str = 
         ids = {k: sample_id(k) for k in indices}
     expect = {"base_seed": base_seed, "profile": prof.name, "label_source": "label_file" if user else "label_ldm",
               "label_file": str(Path(label_path).resolve()) if user is not None else None,
-              "style_image": str(Path(style_path).resolve()) if style_path else None}
+              "style_image": str(Path(style_path).resolve()) if style_path else None,
+              # every other setting that changes content: resume refuses a folder made with other values
+              "settings": {"conditions": {k: conditions[k] for k in sorted(conditions)},
+                           "label_ldm_extra": _jsonable(label_ldm_extra or {}),
+                           "generator_sha256": file_sha256(ckpt_path)}}
     out = Path(str(output_dir))
+    inputs = [p for p in (label_path, style_path) if p]
+    check_inputs_not_outputs(out, inputs, [f for k in indices for f in sample_files(ids[k], CONTRASTS, True)])
     todo = [k for k in indices if overwrite or not resume or not out.is_dir()
             or not complete_sample(out, ids[k], contrasts, preview, expect)]
     planned = [] if resume else [f for k in todo for f in sample_files(ids[k], contrasts, preview)]
     out = prepare_output_dir(output_dir, planned, overwrite)
+    if resume or overwrite:
+        stale = clear_stale_parts(out)
+        if stale:
+            print(f"removed {len(stale)} temporary file(s) of an interrupted run", flush=True)
     if len(todo) < len(indices):
         print(f"resuming: {len(indices) - len(todo)} of {len(indices)} sample(s) of shard {shard_i}/{shards} "
               "already complete", flush=True)
@@ -357,6 +358,7 @@ def synthesise(network: torch.nn.Module, ckpt_path: str, device, profile: str = 
             achieved, requested = smp.get("achieved"), smp.get("requested")
         files = {c: f"{sid}_{c}.nii.gz" for c in contrasts}
         files["label"] = f"{sid}_label.nii.gz"
+        remove_sample(out, sid)  # overwrite replaces a sample whole: no image of an earlier run stays beside it
         for c in contrasts:
             save_nifti(out / files[c], images[c], affine)
         save_nifti(out / files["label"], labels, affine, dtype=np.int16)
@@ -373,7 +375,7 @@ def synthesise(network: torch.nn.Module, ckpt_path: str, device, profile: str = 
             "models": {"brainspade3d": model_version,
                        **({"label_ldm": smp.get("model_version", "")} if user is None else {})},
             "profile": prof.name, "affine": np.asarray(affine).tolist(), "shape": list(labels.shape),
-            "files": files, "shard": [shard_i, shards],
+            "files": files, "shard": [shard_i, shards], "settings": expect["settings"],
             "time_s": round(time.perf_counter() - t0, 3),
         }
         if user is None:
@@ -389,13 +391,46 @@ def synthesise(network: torch.nn.Module, ckpt_path: str, device, profile: str = 
     return written
 
 
-def bundle_parser(config: dict, overrides: dict):
-    """A MONAI ConfigParser over another bundle config (already read), with ids overridden.
+def _jsonable(obj: Any) -> Any:
+    """`obj` as it reads back from a sidecar (tuples become lists, keys strings), so resume compares like with like."""
+    return json.loads(json.dumps(obj, default=str))
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_inputs_not_outputs(out: Path, inputs: list[str], names: list[str]) -> None:
+    """Refuse a run whose outputs would replace one of its own inputs (an input is never an output)."""
+    for path in inputs:
+        src = Path(path).resolve()
+        for name in names:
+            if (out / name).resolve() == src:
+                raise InputError(f"input {str(path)!r} would be overwritten by this run's output {name!r}; accepted: "
+                                 "an input outside output_dir or under another name (e.g. --output_dir elsewhere)")
+
+
+def remove_sample(out: Path, sid: str) -> None:
+    """Delete every file of sample `sid` (its sidecar first, so a kill mid-way leaves it unfinished, not mixed)."""
+    (out / f"{sid}.json").unlink(missing_ok=True)
+    for name in sample_files(sid, list(CONTRASTS), True):
+        (out / name).unlink(missing_ok=True)
+
+
+def bundle_parser(config: dict, overrides: Mapping, extra: Any = None):
+    """A MONAI ConfigParser over another bundle config (already read), with ids overridden (`extra` last).
 
     This is how the chain reuses label_ldm's inference.yaml and this bundle's common.yaml without copying them.
     """
     from monai.bundle import ConfigParser
 
+    if extra is not None and not isinstance(extra, Mapping):
+        raise InputError(f"label_ldm_extra={extra!r} is not a dict; accepted: a dict of label_ldm inference ids, "
+                         "e.g. \"{'sampling': 'pndm300'}\"")
     parser = ConfigParser(config)
-    parser.update(dict(overrides))
+    parser.update({**dict(overrides), **dict(extra or {})})
     return parser

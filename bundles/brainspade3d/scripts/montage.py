@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from brainspade.cli import parse_bool, parse_int
 from brainspade.contrasts import CONTRASTS, check_contrasts
 from brainspade.errors import InputError
 from brainspade.io import prepare_output_dir
@@ -23,7 +24,7 @@ from brainspade.preview import save_montage
 from brainspade.profiles import get_profile
 from brainspade.sharding import sample_seed
 
-from .inference import STYLE_STREAM, _bool_option, _int_option, generate_images, load_generator
+from .inference import STYLE_STREAM, generate_images, load_generator
 
 # pathology -> lesion types present (the rest are set to 0)
 PATHOLOGIES: dict[str, tuple[str, ...]] = {"healthy": (), "wmh": ("wmh_ml",), "tumour": ("tumour_ml",),
@@ -49,8 +50,8 @@ def pathology_montage(network: torch.nn.Module, ckpt_path: str, device, profile:
                       contrast: Any = None, seed: Any = 0, path: Any = "montage.png", overwrite: Any = False) -> str:
     prof = get_profile(profile)
     contrasts = check_contrasts(contrast if contrast else list(CONTRASTS))
-    base_seed = _int_option("seed", seed, 0, 2**31 - 1)
-    overwrite = _bool_option("overwrite", overwrite)
+    base_seed = parse_int(seed, "seed", 0, 2**31 - 1)
+    overwrite = parse_bool(overwrite, "overwrite")
     if not path or not str(path).strip():
         raise InputError("montage_path is not set; accepted: a .png file path")
     out = Path(str(path))

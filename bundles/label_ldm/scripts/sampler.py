@@ -17,6 +17,7 @@ import torch
 from monai.inferers import sliding_window_inference
 from scipy import ndimage
 
+from brainspade.cli import parse_bool, parse_int
 from brainspade.errors import InputError
 from brainspade.io import prepare_output_dir, safe_id, save_json, save_nifti
 from brainspade.labels import CONDITION_KEYS, LABEL_CODES, LESION_CODES, NUM_LABELS, TUMOUR_PARTS, lesion_volumes_ml, pv_to_int
@@ -126,22 +127,6 @@ def decode_latent(autoencoder: torch.nn.Module, z: torch.Tensor, roi_size: Seque
                                     overlap=overlap, mode="gaussian", progress=False)
 
 
-def _int_setting(name: str, value: Any, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) and not (
-            isinstance(value, float) and value.is_integer()) and not (isinstance(value, str) and value.strip().isdigit()):
-        raise InputError(f"{name}={value!r} is not an integer; accepted: {lo}..{hi}")
-    v = int(float(value))
-    if not lo <= v <= hi:
-        raise InputError(f"{name}={v} is out of range; accepted: {lo}..{hi}")
-    return v
-
-
-def _bool_setting(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise InputError(f"{name}={value!r} is not accepted; accepted: true or false")
-    return value
-
-
 class LabelSampler:
     """Sample label maps from the trained latent diffusion model.
 
@@ -190,14 +175,14 @@ class LabelSampler:
         cfg = {**self.config, **overrides}
         self.load()
         s: dict[str, Any] = {}
-        s["num_samples"] = _int_setting("num_samples", cfg["num_samples"], 1, 10000)
-        s["seed"] = _int_setting("seed", cfg["seed"], 0, 2**31 - 1)
+        s["num_samples"] = parse_int(cfg["num_samples"], "num_samples", 1, 10000)
+        s["seed"] = parse_int(cfg["seed"], "seed", 0, 2**31 - 1)
         name = str(cfg["sampling"]).strip().lower()
         if name not in self.schedulers:
             raise InputError(f"sampling={cfg['sampling']!r} is not known; accepted: {', '.join(self.schedulers)}")
         s["sampling"] = name
         s["steps"] = self.default_steps[name] if cfg["steps"] is None else \
-            _int_setting("steps", cfg["steps"], 1, int(self.schedulers[name].num_train_timesteps))
+            parse_int(cfg["steps"], "steps", 1, int(self.schedulers[name].num_train_timesteps))
         try:
             gs = float(cfg["guidance_scale"])
         except (TypeError, ValueError):
@@ -206,8 +191,8 @@ class LabelSampler:
             raise InputError(f"guidance_scale={cfg['guidance_scale']!r} is not accepted; accepted: a number from 1 "
                              "(no classifier-free guidance) to 20")
         s["guidance_scale"] = gs
-        s["max_retries"] = _int_setting("max_retries", cfg["max_retries"], 0, 20)
-        s["match_volumes"] = _bool_setting("match_volumes", cfg["match_volumes"])
+        s["max_retries"] = parse_int(cfg["max_retries"], "max_retries", 0, 20)
+        s["match_volumes"] = parse_bool(cfg["match_volumes"], "match_volumes")
         self._check_decoding()
         s["given"] = self.space.parse({k: cfg[k] for k in CONDITION_KEYS})
         s["id_prefix"] = safe_id(self.id_prefix)
@@ -326,8 +311,8 @@ def _round(d: Mapping[str, float]) -> dict[str, float]:
 def write_samples(sampler: LabelSampler, output_dir: str, overwrite: bool = False, save_pv: bool = False,
                   **overrides) -> list[Path]:
     """Validate everything, then write <id>_label.nii.gz (+ <id>_pv.nii.gz) and <id>.json per sample, atomically."""
-    _bool_setting("overwrite", overwrite)
-    _bool_setting("save_pv", save_pv)
+    parse_bool(overwrite, "overwrite")
+    parse_bool(save_pv, "save_pv")
     if output_dir is None or not str(output_dir).strip():
         raise InputError("output_dir is not set; accepted: a writable folder (--output_dir out/)")
     s = sampler.settings(**overrides)

@@ -7,13 +7,18 @@ Imported from configs with `$brainspade.bundle.import_scripts(@bundle_root, 'seg
 from .data import (build_datalist, datalist_from_synthetic_folder, phantom_datalist, real_datalist,
                    rotate_contrasts)
 from .inference import check_inputs, inference_items, volumes_ml
-from .train_utils import (check_checkpoint, check_evaluation, check_items, check_training, finish_evaluation,
-                          rank_handlers)
+from .preprocessing import (TEST_CONDITIONS, RandSkullStripd, RandThickSliced, ScalePercentilesd,
+                            augmentation_transforms, condition_transforms, input_transforms, intensity_transforms,
+                            test_transforms)
+from .train_utils import (ValidationCurve, check_checkpoint, check_evaluation, check_items, check_training,
+                          finish_evaluation, rank_handlers)
 from .transforms import RandLabelToIntensityd, SaveSegmentationd
 
 __all__ = [
     "build_datalist", "datalist_from_synthetic_folder", "phantom_datalist", "real_datalist", "rotate_contrasts",
     "check_inputs", "inference_items", "volumes_ml", "check_checkpoint", "check_evaluation", "check_items",
     "check_training", "finish_evaluation", "rank_handlers", "RandLabelToIntensityd",
-    "SaveSegmentationd",
+    "SaveSegmentationd", "RandSkullStripd", "RandThickSliced", "ScalePercentilesd", "augmentation_transforms",
+    "input_transforms", "intensity_transforms", "ValidationCurve", "TEST_CONDITIONS", "condition_transforms",
+    "test_transforms",
 ]

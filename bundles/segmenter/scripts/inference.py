@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from brainspade.cli import parse_bool
 from brainspade.errors import InputError
 from brainspade.io import load_json, load_nifti, prepare_output_dir, safe_id
 from brainspade.labels import LABELS
@@ -90,6 +91,7 @@ def check_weights(ckpt_path) -> None:
 def check_inputs(input_image=None, datalist=None, output_dir=None, overwrite: bool = False,
                  datalist_key: str = "testing", ckpt_path=None) -> list[dict]:
     """Validate every input image, the weights and the output folder; return the items to segment."""
+    overwrite = parse_bool(overwrite, "overwrite")
     if input_image in (None, "") and datalist in (None, ""):
         raise InputError("no input given; accepted: input_image=<3D NIfTI path> or datalist=<JSON with a "
                          f"{datalist_key!r} list>")

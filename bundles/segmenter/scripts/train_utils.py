@@ -8,6 +8,7 @@ one line `error: ...` with exit status 2 instead of a traceback from deep inside
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import re
@@ -16,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from brainspade.bundle import latest_checkpoint
+from brainspade.cli import parse_bool
 from brainspade.errors import InputError
 from brainspade.io import save_json
 from brainspade.labels import LABELS
@@ -41,6 +43,22 @@ def check_checkpoint(path: str | Path, what: str = "checkpoint") -> None:
         raise InputError(f"{what} {str(p)!r} holds {type(obj).__name__}, not a state dict; accepted: {CKPT_ACCEPTED}")
 
 
+def check_fits(path: str | Path, network, what: str = "checkpoint") -> None:
+    """The weights in `path` (a state dict, or a training checkpoint's 'model') load into `network` exactly."""
+    import torch
+
+    obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    state = obj.get("model", obj) if isinstance(obj, Mapping) else obj
+    target = getattr(network, "module", network)  # DistributedDataParallel wraps the network
+    try:
+        target.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError, KeyError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0][:160]
+        raise InputError(f"{what} {str(path)!r} does not fit this network ({first}); accepted: weights written with "
+                         "the same network settings (channels, profile), or start over with --resume false "
+                         "--overwrite true / a new --output_dir") from None
+
+
 def check_items(items: Sequence, what: str, need_image: bool = True) -> None:
     """Every datalist entry has a label (and an image unless domain-randomised) that exists on disk."""
     if not isinstance(items, Sequence) or isinstance(items, str) or not items:
@@ -59,17 +77,22 @@ def check_items(items: Sequence, what: str, need_image: bool = True) -> None:
 
 
 def check_training(train_items: Sequence, val_items: Sequence, ckpt_dir: str | Path, output_dir: str | Path,
-                   resume: bool, overwrite: bool = False) -> str:
+                   resume: bool, overwrite: bool = False, network=None) -> str:
     """Validate the training run before it starts; returns the checkpoint it will resume from ('' if none).
 
     An earlier run's results are never silently replaced: resume it (`resume: true`), or pass
     `overwrite: true` to start over (stale checkpoints are then removed so a later resume cannot pick them).
+    A checkpoint that does not fit `network` (other channels, another network) is refused here, before the
+    engine starts: once it runs, MONAI's saver would write the untrained weights as `model_final.pt`.
     """
+    resume, overwrite = parse_bool(resume, "resume"), parse_bool(overwrite, "overwrite")
     check_items(train_items, "training", need_image=False)
     check_items(val_items, "validation")
     latest = latest_checkpoint(ckpt_dir, "checkpoint_*.pt") or ""
     if resume and latest:
         check_checkpoint(latest, "checkpoint to resume from")
+        if network is not None:
+            check_fits(latest, network, "checkpoint to resume from")
         return latest
     earlier = [p for p in (Path(latest) if latest else None, Path(output_dir) / "model_final.pt") if p and p.is_file()]
     if earlier and not overwrite:
@@ -88,6 +111,7 @@ EVAL_TABLES = ("metrics_per_label.json", "metrics_per_label.md")
 def check_evaluation(items: Sequence, ckpt_path: str | Path, output_dir: str | Path, overwrite: bool = False) -> Path:
     """Validate the test set, the weights and the output folder of an evaluation; returns the staging folder
     MetricsSaver writes into (its CSVs are moved into place only when the run completes)."""
+    overwrite = parse_bool(overwrite, "overwrite")
     check_items(items, "test")
     check_checkpoint(ckpt_path, "model weights")
     out = Path(output_dir)
@@ -160,3 +184,48 @@ def rank_handlers(handlers: Sequence, is_rank0: bool) -> list:
 
     writers = (CheckpointSaver, StatsHandler, TensorBoardStatsHandler, MetricsSaver)
     return list(handlers) if is_rank0 else [h for h in handlers if not isinstance(h, writers)]
+
+
+class ValidationCurve:
+    """Record Dice per label after every validation: one JSON line per round in `path` (with the trainer's
+    iteration and time) and `val_dice/<label>` scalars in TensorBoard, so the docs can show where training
+    flattened. Reads the per-image, per-label scores MONAI's MeanDice handler keeps (`save_details`);
+    MONAI's stats handlers log only the scalar mean."""
+
+    def __init__(self, path: str | Path, trainer=None, metric_name: str = "val_mean_dice",
+                 include_background: bool = False, summary_writer=None) -> None:
+        self.path, self.trainer, self.metric_name = Path(path), trainer, metric_name
+        self.offset = 0 if include_background else 1
+        self.writer = summary_writer
+        self._t0 = None
+
+    def attach(self, evaluator) -> None:
+        from ignite.engine import Events
+
+        evaluator.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def __call__(self, evaluator) -> None:
+        import time
+
+        import torch
+
+        details = evaluator.state.metric_details.get(self.metric_name)
+        if details is None:
+            return
+        scores = torch.as_tensor(details, dtype=torch.float32).reshape(-1, details.shape[-1])
+        present = ~torch.isnan(scores)
+        means = torch.where(present, scores, torch.zeros_like(scores)).sum(0) / present.sum(0).clamp(min=1)
+        per_label = {LABELS[i + self.offset].key: (round(float(m), 4) if bool(present[:, i].any()) else None)
+                     for i, m in enumerate(means)}
+        state = self.trainer.state if self.trainer is not None else evaluator.state
+        record = {"iteration": int(state.iteration), "epoch": int(state.epoch), "time": round(time.time(), 1),
+                  "mean_dice": round(float(evaluator.state.metrics.get(self.metric_name, float("nan"))), 4),
+                  "dice": per_label}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key, value in per_label.items():
+                if value is not None:
+                    self.writer.add_scalar(f"val_dice/{key}", value, record["iteration"])
+            self.writer.flush()

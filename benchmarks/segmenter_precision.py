@@ -1,0 +1,108 @@
+"""Segmenter training step and whole-volume inference in fp32, bf16 autocast, and bf16 + channels-last 3D, measured
+in one run on the bundle's own network, loss and batch (configs/train.yaml), through brainspade.precision's
+AutocastInferer, the path the configs take. Prints and stores the ratios the `bf16: auto` default rests on.
+
+    python benchmarks/segmenter_precision.py [--threads 2] [--steps 6]
+    python benchmarks/segmenter_precision.py --quick     # smoke test: tiny patch, 2 steps
+
+Writes benchmarks/results/segmenter_precision.json (or --output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+BUNDLE = ROOT / "bundles" / "segmenter"
+MODES = {"fp32": (False, False), "bf16": (True, False), "bf16_channels_last": (True, True)}
+
+
+def _parts(overrides: dict):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "train.yaml"))
+    parser.update({"bundle_root": str(BUNDLE), **overrides})
+    return (parser.get_parsed_content("network_def"), parser.get_parsed_content("loss"),
+            parser.get_parsed_content("patch_size"), int(parser.get_parsed_content("num_samples")),
+            parser.get_parsed_content("roi_size"))
+
+
+def _time(fn, steps: int) -> float:
+    fn()  # warm-up: kernels chosen, memory pools filled
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    return (time.perf_counter() - t0) / steps
+
+
+def measure(steps: int, overrides: dict) -> dict:
+    import torch
+    from monai.inferers import SimpleInferer
+
+    from brainspade.precision import AutocastInferer, bf16_pays, to_channels_last
+
+    net_def, loss_fn, patch, batch, roi = _parts(overrides)
+    torch.manual_seed(0)
+    x = torch.randn(batch, 1, *patch)
+    y = torch.randint(0, net_def.out_channels, (batch, 1, *patch))
+    volume = torch.randn(1, 1, *roi)
+    out: dict = {"batch": batch, "patch": list(patch), "volume": list(roi), "bf16_native": bf16_pays("cpu")}
+    state = {k: v.clone() for k, v in net_def.state_dict().items()}
+    for mode, (bf16, channels_last) in MODES.items():
+        net = to_channels_last(type(net_def)(**_kwargs(net_def)), channels_last)
+        net.load_state_dict(state)
+        opt = torch.optim.AdamW(net.parameters(), 1e-3)
+        inferer = AutocastInferer(SimpleInferer(), enabled=bf16, channels_last=channels_last)
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            loss_fn(inferer(x, net), y).backward()
+            opt.step()
+
+        def infer() -> None:
+            with torch.no_grad():
+                inferer(volume, net)
+
+        out[mode] = {"train_step_s": round(_time(step, steps), 4), "inference_s": round(_time(infer, max(1, steps // 2)), 4)}
+    for mode in ("bf16", "bf16_channels_last"):
+        out[f"train_speedup_{mode}"] = round(out["fp32"]["train_step_s"] / out[mode]["train_step_s"], 2)
+        out[f"inference_speedup_{mode}"] = round(out["fp32"]["inference_s"] / out[mode]["inference_s"], 2)
+    return out
+
+
+def _kwargs(net) -> dict:
+    """Constructor arguments of MONAI's UNet as built by the config (so each mode gets an identical fresh net)."""
+    return {"spatial_dims": net.dimensions, "in_channels": net.in_channels, "out_channels": net.out_channels,
+            "channels": list(net.channels), "strides": list(net.strides), "num_res_units": net.num_res_units,
+            "norm": net.norm}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _bundle_run import machine, write_result
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--quick", action="store_true", help="tiny widths and patch, 2 steps (smoke test)")
+    p.add_argument("--output", default=None)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    overrides = {"profile": "tiny", "channels": [4, 8, 16, 32], "num_samples": 1} if a.quick else {}
+    res = {"benchmark": "segmenter_precision", "threads": a.threads, "quick": bool(a.quick),
+           **measure(2 if a.quick else a.steps, overrides), "machine": machine()}
+    write_result("segmenter_precision", "tiny" if a.quick else "default", res, a.output)
+    return res
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""The segmenter's one input chain (training == inference) and its SynthSeg-style augmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from _segmenter_helpers import BUNDLE, INFER, TRAIN
+from monai.bundle import ConfigParser
+from monai.transforms import Compose, ScaleIntensityRangePercentilesd
+
+from brainspade.bundle import import_scripts
+from brainspade.labels import NUM_LABELS
+from brainspade.realscan import write_mni_t1
+
+scripts = import_scripts(BUNDLE, "segmenter_scripts")
+
+
+def _parser(config: str, **overrides) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config(config)
+    parser.update({"bundle_root": str(BUNDLE), **overrides})
+    return parser
+
+
+@pytest.fixture(scope="module")
+def real_scan(tmp_path_factory):
+    """The real MNI152 T1, re-saved in a non-RAS orientation (1 mm, not the profile's 2 mm)."""
+    return write_mni_t1(tmp_path_factory.mktemp("mni") / "mni_reoriented.nii.gz", "reoriented")
+
+
+def test_training_and_inference_feed_the_network_the_same_volume(real_scan, tmp_path):
+    # training's chain without its random parts (augmentation, crops) is exactly inference's chain
+    train = _parser(TRAIN, **{"train#augmentation": [], "train#crop_transforms": []})
+    infer = _parser(INFER)
+    # the label is only loaded, orientated and resampled; any 3D file on the image's grid will do
+    seen_in_training = train.get_parsed_content("train#preprocessing")({"image": str(real_scan), "label": str(real_scan)})
+    seen_at_inference = infer.get_parsed_content("preprocessing")({"image": str(real_scan)})
+    a, b = seen_in_training["image"], seen_at_inference["image"]
+    assert a.shape == b.shape and a.shape[1:] != (189, 197, 233)  # resampled, not the input grid
+    np.testing.assert_allclose(a.affine.numpy(), b.affine.numpy(), atol=1e-5)
+    torch.testing.assert_close(a.as_tensor(), b.as_tensor())
+    assert float(b.min()) == 0.0 and float(b.max()) == 1.0
+    # ... and so is the validation chain
+    val = train.get_parsed_content("validate#preprocessing")({"image": str(real_scan), "label": str(real_scan)})
+    torch.testing.assert_close(val["image"].as_tensor(), b.as_tensor())
+
+
+def test_percentile_scaling_matches_monai():
+    rng = np.random.default_rng(0)
+    img = torch.from_numpy(rng.gamma(2.0, 1.0, (1, 40, 30, 20)).astype(np.float32))
+    img[:, :10] = 0  # a skull-stripped background
+    ours = scripts.ScalePercentilesd(keys=["image"])({"image": img})["image"]
+    theirs = ScaleIntensityRangePercentilesd("image", lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True)(
+        {"image": img})["image"]
+    torch.testing.assert_close(torch.as_tensor(ours), torch.as_tensor(theirs), atol=1e-5, rtol=1e-4)
+    assert float(ours[:, :10].abs().max()) == 0.0  # exactly-zero background stays exactly zero
+
+
+def _volume() -> dict:
+    labels = np.zeros((1, 48, 48, 48), np.uint8)
+    labels[:, 8:40, 8:40, 8:40] = 3
+    labels[:, 12:36, 12:36, 12:36] = 2
+    labels[:, 20:28, 20:28, 20:28] = 7
+    image = torch.from_numpy(labels.astype(np.float32) / 9 + 0.05)  # a noisy-background rendering stand-in
+    return {"image": image, "label": torch.from_numpy(labels)}
+
+
+def test_augmentation_draws_valid_varied_images():
+    aug = Compose(scripts.augmentation_transforms(2.0) + scripts.intensity_transforms())
+    aug.set_random_state(0)
+    draws = [aug(_volume()) for _ in range(12)]
+    for d in draws:
+        assert d["image"].shape == d["label"].shape == (1, 48, 48, 48)
+        assert set(np.unique(d["label"].numpy())) <= set(range(NUM_LABELS))
+        assert 0.0 <= float(d["image"].min()) and float(d["image"].max()) <= 1.0
+    # tissue contrast varies between draws (random per-label intensities, gamma, bias): GM brighter than WM
+    # in some draws and darker in others
+    order = [float(d["image"][d["label"] == 2].mean() > d["image"][d["label"] == 3].mean()) for d in draws]
+    assert 0 < sum(order) < len(order)
+    # both kinds of background occur: exactly zero (skull-stripped) and not
+    zero_bg = [bool((d["image"][d["label"] == 0] == 0).all()) for d in draws]
+    assert any(zero_bg) and not all(zero_bg)
+
+
+def test_skull_strip_zeroes_exactly_the_background():
+    d = scripts.RandSkullStripd(prob=1.0)(_volume())
+    assert float(d["image"][d["label"] == 0].abs().max()) == 0.0
+    assert bool((d["image"][d["label"] > 0] > 0).all())
+
+
+def test_thick_slices_blur_along_one_axis_only():
+    rng = np.random.default_rng(1)
+    img = torch.from_numpy(rng.normal(size=(1, 48, 48, 48)).astype(np.float32))
+    t = scripts.RandThickSliced(keys=["image"], spacing_mm=2.0, thickness_mm=(6.0, 6.0), in_plane_mm=(1.0, 1.0),
+                                prob=1.0)
+    t.set_random_state(0)
+    out = t({"image": img})["image"]
+    axis = int(np.argmax(t.resolution))
+    # relative to the image's own spread, neighbours differ much less along the thick axis than in-plane
+    rough = [float(torch.diff(out, dim=1 + ax).abs().mean() / out.std()) for ax in range(3)]
+    assert rough[axis] < 0.5 * min(rough[ax] for ax in range(3) if ax != axis)
