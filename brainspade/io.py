@@ -66,15 +66,56 @@ def save_nifti(path: str | Path, data: np.ndarray, affine: np.ndarray, dtype=np.
     return _atomic_write(Path(path), lambda tmp: nib.save(img, tmp))
 
 
+# the largest volume any command reads (voxels x channels), checked from the header before any data is read:
+# 512^3, e.g. a 0.5 mm whole head; a file declaring more (a 1 MB gzip can declare 600^3) is refused
+MAX_VOXELS = 512**3
+
+
+def check_geometry(affine: np.ndarray, what: str) -> None:
+    """Refuse a singular, non-finite or missing voxel-to-world geometry (it would be written as an identity)."""
+    aff = np.asarray(affine, dtype=np.float64)
+    if aff.shape != (4, 4) or not np.all(np.isfinite(aff)) or abs(np.linalg.det(aff[:3, :3])) < 1e-6:
+        raise InputError(f"{what} has no usable geometry (singular or non-finite affine); accepted: a NIfTI with a "
+                         "valid sform or qform (voxel sizes > 0), as scanners and conversion tools write it")
+
+
+def check_size(shape, what: str, limit: int = MAX_VOXELS) -> None:
+    n = int(np.prod([int(s) for s in shape], dtype=np.float64))
+    if n > limit:
+        raise InputError(f"{what} holds {n:,} voxels (shape {tuple(int(s) for s in shape)}); accepted: at most "
+                         f"{limit:,} voxels (512^3)")
+
+
 def load_nifti(path: str | Path, what: str = "image") -> tuple[np.ndarray, np.ndarray]:
-    """Read a NIfTI as (float32 data, affine), channel-first for 4D; clear errors for bad files."""
+    """Read a NIfTI as (float32 data, affine), channel-first for 4D; clear errors for bad files.
+
+    The header is checked before the data is read: its size (MAX_VOXELS) and its geometry (a singular affine,
+    or neither sform nor qform set, is refused rather than read as 1 mm voxels)."""
     p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{what} {str(p)!r} is a folder, not a file (a DICOM series?); accepted: one .nii or "
+                         ".nii.gz file (convert DICOM with e.g. dcm2niix)")
     if not p.is_file():
         raise InputError(f"{what} file {str(p)!r} does not exist; accepted: a readable .nii or .nii.gz file")
     try:
         img = nib.load(str(p))
-        data = np.asarray(img.dataobj, dtype=np.float32)
+        shape = img.shape
     except Exception as exc:  # nibabel raises many types for truncated/non-NIfTI files
+        raise InputError(f"{what} file {str(p)!r} is not a readable NIfTI image ({type(exc).__name__}: "
+                         f"{str(exc)[:120]}); accepted: .nii or .nii.gz") from None
+    check_size(shape, f"{what} file {str(p)!r}")
+    header = getattr(img, "header", None)
+    codes = (int(header["sform_code"]), int(header["qform_code"])) if header is not None and "sform_code" in header else (1, 1)
+    if codes == (0, 0):
+        raise InputError(f"{what} file {str(p)!r} has neither an sform nor a qform (both codes 0: no geometry); "
+                         "accepted: a NIfTI with a valid sform or qform, as scanners and conversion tools write it")
+    check_geometry(img.affine, f"{what} file {str(p)!r}")
+    if len(shape) > 4 and not (len(shape) == 5 and shape[3] == 1):
+        raise InputError(f"{what} file {str(p)!r} is {len(shape)}D with shape {tuple(shape)}; accepted: a 3D volume "
+                         "(or a 4D channel stack for partial-volume label maps)")
+    try:
+        data = np.asarray(img.dataobj, dtype=np.float32)
+    except Exception as exc:
         raise InputError(f"{what} file {str(p)!r} is not a readable NIfTI image ({type(exc).__name__}: "
                          f"{str(exc)[:120]}); accepted: .nii or .nii.gz") from None
     if data.ndim == 5 and data.shape[3] == 1:  # some tools write (X,Y,Z,1,C)
@@ -87,6 +128,18 @@ def load_nifti(path: str | Path, what: str = "image") -> tuple[np.ndarray, np.nd
     if not np.all(np.isfinite(data)):
         raise InputError(f"{what} file {str(p)!r} contains NaN or infinite values")
     return data, img.affine.astype(np.float64)
+
+
+def check_resampled_size(shape, affine: np.ndarray, spacing_mm: float, what: str) -> None:
+    """Refuse an input whose grid, resampled to `spacing_mm`, would exceed MAX_VOXELS (16^3 voxels of 100 mm
+    resampled to 2 mm would ask for 13 GB), before anything is allocated."""
+    zooms = np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(0))
+    extent = np.asarray([int(s) for s in shape[-3:]], dtype=np.float64) * zooms
+    target = np.ceil(extent / float(spacing_mm))
+    if float(np.prod(target)) > MAX_VOXELS:
+        raise InputError(f"{what} covers {tuple(round(float(e)) for e in extent)} mm, "
+                         f"{tuple(int(t) for t in target)} voxels once resampled to {spacing_mm:g} mm; accepted: at "
+                         f"most {MAX_VOXELS:,} voxels after resampling (check the voxel sizes in its header)")
 
 
 def save_json(path: str | Path, obj: Any) -> Path:

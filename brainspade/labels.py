@@ -76,6 +76,11 @@ def normalise_pv(pv: np.ndarray) -> np.ndarray:
     return pv
 
 
+# a partial-volume map's channels must sum to 1 per voxel within this (uint8 storage rounds each of 10 channels
+# by up to 1/510)
+PV_SUM_TOLERANCE = 0.05
+
+
 def check_pv(pv: np.ndarray, what: str = "partial-volume map") -> np.ndarray:
     arr = np.asarray(pv, dtype=np.float32)
     if arr.ndim != 4 or arr.shape[0] != NUM_LABELS:
@@ -85,6 +90,12 @@ def check_pv(pv: np.ndarray, what: str = "partial-volume map") -> np.ndarray:
     if arr.min() < -1e-3 or arr.max() > 1 + 1e-3:
         raise InputError(f"{what} has values outside [0, 1] ({arr.min():.3g}..{arr.max():.3g}); "
                          "accepted: fractions in [0, 1]")
+    total = arr.sum(0)
+    off = np.abs(total - 1.0) > PV_SUM_TOLERANCE
+    if off.any():
+        raise InputError(f"{what} has channels that do not sum to 1 in {int(off.sum())} voxels (sums "
+                         f"{float(total.min()):.3g}..{float(total.max()):.3g}); accepted: {NUM_LABELS} fractions summing "
+                         f"to 1 per voxel (within {PV_SUM_TOLERANCE}), background included")
     return normalise_pv(arr)
 
 

@@ -7,12 +7,16 @@ last, atomically), so a killed run resumes without duplicating or keeping half-w
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from .errors import InputError
 from .io import save_json
 
 
@@ -59,15 +63,17 @@ def completed(output_dir: str | Path, indices: Iterable[int]) -> set[int]:
     return {i for i in indices if sample_complete(output_dir, sample_id(i))}
 
 
-def clear_stale_parts(output_dir: str | Path) -> list[str]:
-    """Remove temporary files (`.<name>.*.part*`) that a run killed mid-write left behind; returns their names.
-    Only called by a run that holds the folder (resume or overwrite), so no live writer owns them."""
+def clear_stale_parts(output_dir: str | Path, sids: Iterable[str]) -> list[str]:
+    """Remove temporary files (`.<sid>_*.part*`, `.<sid>.*.part*`) that a run killed mid-write left behind for
+    samples `sids`; returns their names. Called only for samples this process has claimed (SampleLocks), so no
+    live writer owns them; other shards' temporary files are left alone."""
     out = Path(output_dir)
     removed = []
-    for f in out.glob(".*.part*") if out.is_dir() else []:
-        if f.is_file():
-            f.unlink(missing_ok=True)
-            removed.append(f.name)
+    for sid in sids if out.is_dir() else []:
+        for f in list(out.glob(f".{sid}_*.part*")) + list(out.glob(f".{sid}.*.part*")):
+            if f.is_file():
+                f.unlink(missing_ok=True)
+                removed.append(f.name)
     return removed
 
 
@@ -95,3 +101,46 @@ def write_datalist(output_dir: str | Path, key: str = "training") -> Path:
         entry["synthetic"] = True
         entries.append(entry)
     return save_json(out / "datalist.json", {key: entries})
+
+
+class SampleLocks:
+    """Exclusive claims on samples of an output folder, so two runs never write the same sample at once.
+
+    One lock file (`<output_dir>/.samples.lock`), one POSIX record lock per sample: a byte at an offset derived
+    from the sample id. Shards of one dataset claim disjoint samples and run side by side; a second run over a
+    sample another process is writing is refused before it writes anything. The kernel drops the locks when the
+    process ends, however it ends, so a killed run never leaves a folder locked.
+    """
+
+    NAME = ".samples.lock"
+
+    def __init__(self, output_dir: str | Path) -> None:
+        self.path = Path(output_dir) / self.NAME
+        self._fd: int | None = None
+
+    @staticmethod
+    def offset(sid: str) -> int:
+        return zlib.crc32(sid.encode("utf-8")) & 0x3FFFFFFF
+
+    def acquire(self, sids: Iterable[str]) -> "SampleLocks":
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        for sid in sids:
+            try:
+                fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, self.offset(sid), os.SEEK_SET)
+            except OSError:
+                self.release()
+                raise InputError(f"another run is writing {sid} into output_dir {str(self.path.parent)!r} right now; "
+                                 "accepted: wait for it to finish (then --resume true), or another --output_dir "
+                                 "(shards of one dataset: --shard i --num_shards n)") from None
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops every record lock this process holds on the file
+            self._fd = None
+
+    def __enter__(self) -> "SampleLocks":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

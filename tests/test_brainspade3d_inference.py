@@ -14,6 +14,7 @@ from monai.bundle import ConfigParser
 
 from brainspade3d_helpers import CONFIGS, TINY, common_parser, make_tiny_chain, one_torch_thread, run_inference
 from brainspade.labels import NUM_LABELS
+from brainspade.sharding import SampleLocks
 from brainspade.profiles import get_profile
 
 
@@ -26,7 +27,8 @@ def chain(tiny_phantoms, tmp_path_factory):
 
 
 def _files(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.is_file())
+    """The samples' files (not the folder's claim file, brainspade.sharding.SampleLocks)."""
+    return sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != SampleLocks.NAME)
 
 
 def test_chained_inference_writes_pairs_of_several_contrasts(chain, tmp_path):

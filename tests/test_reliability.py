@@ -15,6 +15,7 @@ from _segmenter_helpers import INFER, TRAIN, run_bundle, tiny_train_overrides, w
 
 from brainspade.cli import FALSE_WORDS, TRUE_WORDS, parse_bool
 from brainspade.errors import InputError
+from brainspade.labels import NUM_LABELS
 from brainspade.sharding import completed, write_datalist
 
 _one_thread = pytest.fixture(scope="module", autouse=True)(one_torch_thread)
@@ -197,3 +198,126 @@ def test_label_ldm_extra_that_is_not_a_dict_is_one_error_line(chain, capsys):
     with pytest.raises(SystemExit):
         run_inference(overrides, output_dir=str(d / "extra"), label_ldm_extra=[1, 2])
     assert "label_ldm_extra=[1, 2] is not a dict" in _error_line(capsys)
+
+
+# -- inputs: geometry, size, partial volumes, folders, dimensions --------------------------------------------------
+
+def _write(path: Path, data: np.ndarray, affine=None, codes=(1, 1)) -> Path:
+    """A NIfTI whose header says exactly this (nibabel rewrites the header from an image's affine on save,
+    so the image is made from the header alone)."""
+    import nibabel as nib
+
+    aff = np.diag([2.0, 2.0, 2.0, 1.0]) if affine is None else np.asarray(affine, float)
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape(data.shape)
+    hdr.set_data_dtype(np.float32)
+    hdr.set_sform(aff, code=codes[0])
+    hdr.set_qform(None if codes[1] == 0 else aff, code=codes[1])
+    nib.save(nib.Nifti1Image(data, None, header=hdr), str(path))
+    return path
+
+
+@pytest.mark.parametrize("case", ["singular", "zero", "no_codes"])
+def test_missing_or_singular_geometry_is_refused_everywhere(tmp_path, case):
+    from brainspade.io import load_nifti
+
+    data = np.ones((8, 8, 8), np.float32)
+    if case == "no_codes":
+        path = _write(tmp_path / "g.nii.gz", data, codes=(0, 0))
+        pattern = r"neither an sform nor a qform"
+    else:
+        aff = np.diag([2.0, 2.0, 0.0, 1.0]) if case == "singular" else np.zeros((4, 4))
+        path = _write(tmp_path / "g.nii.gz", data, aff, codes=(1, 0))
+        pattern = r"no usable geometry \(singular or non-finite affine\)"
+    with pytest.raises(InputError, match=pattern):
+        load_nifti(path)
+    from brainspade.bundle import import_scripts
+
+    seg = import_scripts(Path(__file__).resolve().parent.parent / "bundles" / "segmenter", "segmenter_scripts")
+    with pytest.raises(InputError, match=pattern):
+        seg.inference.check_image(path)
+
+
+def test_a_header_declaring_a_huge_volume_is_refused_before_reading(tmp_path):
+    import gzip
+
+    import nibabel as nib
+
+    from brainspade.io import load_nifti
+
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape((600, 600, 600))
+    hdr.set_data_dtype(np.float32)
+    hdr.set_sform(np.eye(4), code=1)
+    path = tmp_path / "bomb.nii.gz"
+    with gzip.open(path, "wb") as f:  # a small file: the header and a few bytes of data
+        f.write(hdr.binaryblock + b"\0" * 4 + b"\0" * 1024)
+    with pytest.raises(InputError, match=r"holds 216,000,000 voxels .*accepted: at most 134,217,728"):
+        load_nifti(path)
+
+
+def test_an_image_too_large_once_resampled_is_refused(tmp_path):
+    from brainspade.bundle import import_scripts
+
+    seg = import_scripts(Path(__file__).resolve().parent.parent / "bundles" / "segmenter", "segmenter_scripts")
+    path = _write(tmp_path / "coarse.nii.gz", np.ones((16, 16, 16), np.float32), np.diag([100.0, 100.0, 100.0, 1]))
+    with pytest.raises(InputError, match=r"once resampled to 2 mm; accepted: at most"):
+        seg.inference.check_image(path)
+
+
+def test_partial_volumes_that_do_not_sum_to_one_are_refused():
+    from brainspade.labels import check_pv
+
+    with pytest.raises(InputError, match=r"do not sum to 1 in 8 voxels .*within 0.05"):
+        check_pv(np.ones((NUM_LABELS, 2, 2, 2), np.float32))
+
+
+def test_a_folder_and_a_5d_image_are_named_for_what_they_are(tmp_path):
+    from brainspade.io import load_nifti
+
+    (tmp_path / "dicom").mkdir()
+    with pytest.raises(InputError, match=r"is a folder, not a file \(a DICOM series\?\)"):
+        load_nifti(tmp_path / "dicom")
+    path = _write(tmp_path / "five.nii.gz", np.ones((4, 4, 4, 2, 3), np.float32))
+    with pytest.raises(InputError, match=r"is 5D with shape \(4, 4, 4, 2, 3\)"):
+        load_nifti(path)
+
+
+@pytest.mark.parametrize("args, pattern", [(["--seed", "-5"], r"--seed -5 is out of range"),
+                                           (["--output_dir", "FILE"], r"is a file; accepted: a new or existing folder")])
+def test_phantom_generator_refuses_bad_arguments(tmp_path, args, pattern, capsys):
+    from brainspade.phantom.cli import main
+
+    (tmp_path / "FILE").write_text("x")
+    args = [str(tmp_path / "FILE") if a == "FILE" else a for a in args]
+    base = [] if "--output_dir" in args else ["--output_dir", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as exc:
+        main(base + args + ["--num_subjects", "1", "--profile", "tiny"])
+    assert exc.value.code == 2 and re.search(pattern, _error_line(capsys))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_second_run_into_the_same_samples_is_refused(chain, capsys):
+    """Another process is writing sample-000000 (it holds the claim); this run is refused and writes nothing,
+    while a shard over other samples runs beside it."""
+    import subprocess
+    import sys
+
+    d, overrides, _ = chain
+    out = d / "busy"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from brainspade.sharding import SampleLocks; "
+        f"SampleLocks({str(out)!r}).acquire(['sample-000000']); print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(SystemExit):
+            run_inference(overrides, output_dir=str(out), preview=False)
+        assert "another run is writing sample-000000" in _error_line(capsys)
+        assert not list(out.glob("sample-*"))
+        run_inference(overrides, output_dir=str(out), num_samples=2, shard=1, num_shards=2, preview=False)
+        assert completed(out, [1]) == {1}
+    finally:
+        holder.kill()
+        holder.wait()

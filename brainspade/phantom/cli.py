@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from ..cli import run_guarded
 from ..contrasts import CONTRASTS, check_contrasts
+from ..errors import InputError
 from ..profiles import PROFILES
 from .dataset import generate_dataset, write_montage
 from .subject import PATHOLOGIES, STYLES
@@ -28,6 +30,10 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
 
     def go() -> None:
+        if a.seed < 0 or a.seed > 2**32 - 1:
+            raise InputError(f"--seed {a.seed} is out of range; accepted: 0..{2**32 - 1}")
+        if Path(a.output_dir).exists() and not Path(a.output_dir).is_dir():
+            raise InputError(f"--output_dir {a.output_dir!r} is a file; accepted: a new or existing folder")
         t0 = time.perf_counter()
         split = [float(x) for x in a.split.split(",")]
         path = generate_dataset(a.output_dir, a.num_subjects, a.profile, a.seed,

@@ -23,11 +23,11 @@ import torch
 from brainspade.cli import parse_bool, parse_int
 from brainspade.contrasts import CONTRASTS, check_contrasts
 from brainspade.errors import InputError
-from brainspade.io import load_nifti, prepare_output_dir, safe_id, save_json, save_nifti
+from brainspade.io import check_resampled_size, load_nifti, prepare_output_dir, safe_id, save_json, save_nifti
 from brainspade.labels import NUM_LABELS, check_int_labels, check_pv, int_to_pv, lesion_volumes_ml, normalise_pv, pv_to_int
 from brainspade.profiles import get_profile
-from brainspade.sharding import (clear_stale_parts, pending, read_sidecar, sample_complete, sample_id, sample_seed,
-                                 shard_indices, write_datalist)
+from brainspade.sharding import (SampleLocks, clear_stale_parts, pending, read_sidecar, sample_complete, sample_id,
+                                 sample_seed, shard_indices, write_datalist)
 
 MIN_SIDE = 4  # a label map thinner than this is not a brain volume
 STYLE_STREAM = 7919  # style seed of a sample = sample_seed(sample's seed, STYLE_STREAM): independent of its noise
@@ -62,10 +62,14 @@ def load_generator(network: torch.nn.Module, path: str, device) -> torch.nn.Modu
     return network.to(device).eval()
 
 
-def _load(path: str, what: str, accepted: str) -> tuple[np.ndarray, np.ndarray]:
-    """brainspade.io.load_nifti, with what this option accepts added where its message does not say it."""
+def _load(path: str, what: str, accepted: str, spacing_mm: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """brainspade.io.load_nifti, with what this option accepts added where its message does not say it; with
+    `spacing_mm`, also refuses a grid too large once resampled to it (before resampling allocates it)."""
     try:
-        return load_nifti(path, what)
+        data, affine = load_nifti(path, what)
+        if spacing_mm is not None:
+            check_resampled_size(data.shape, affine, spacing_mm, f"{what} {str(path)!r}")
+        return data, affine
     except InputError as exc:
         msg = str(exc)
         if "accepted" in msg:
@@ -108,7 +112,7 @@ class LabelFile:
         from monai.data import MetaTensor
 
         data, affine = _load(path, "label_file", f"finite integer labels 0..{NUM_LABELS - 1} or {NUM_LABELS}-channel "
-                             "partial volumes in [0, 1]")
+                             "partial volumes in [0, 1]", profile.spacing_mm)
         what = f"label_file {str(path)!r}"
         if data.ndim == 4 and data.shape[0] == 1:
             data = data[0]
@@ -148,7 +152,7 @@ def load_style_image(path: str, profile) -> torch.Tensor:
     """Reference scan -> (1, 1, *shape) tensor on the model grid, brain intensities scaled so p99 = 1."""
     from monai.data import MetaTensor
 
-    data, affine = _load(path, "style_image", "one finite 3D MRI volume (.nii/.nii.gz)")
+    data, affine = _load(path, "style_image", "one finite 3D MRI volume (.nii/.nii.gz)", profile.spacing_mm)
     if data.ndim == 4 and data.shape[0] == 1:
         data = data[0]
     if data.ndim != 3 or min(data.shape) < MIN_SIDE:
@@ -318,18 +322,36 @@ def synthesise(network: torch.nn.Module, ckpt_path: str, device, profile: str = 
             or not complete_sample(out, ids[k], contrasts, preview, expect)]
     planned = [] if resume else [f for k in todo for f in sample_files(ids[k], contrasts, preview)]
     out = prepare_output_dir(output_dir, planned, overwrite)
-    if resume or overwrite:
-        stale = clear_stale_parts(out)
-        if stale:
-            print(f"removed {len(stale)} temporary file(s) of an interrupted run", flush=True)
     if len(todo) < len(indices):
         print(f"resuming: {len(indices) - len(todo)} of {len(indices)} sample(s) of shard {shard_i}/{shards} "
               "already complete", flush=True)
+    locks = SampleLocks(out).acquire([ids[k] for k in todo])  # a second run over these samples is refused
+    try:
+        written = _write_samples(out, [(k, ids[k]) for k in todo], contrasts, preview, (shard_i, shards), user,
+                                 style, network, device, sampler, base_seed, prof, expect, model_version)
+    finally:
+        locks.release()
+    print(f"wrote {len(written)} sample(s) to {out} in {time.perf_counter() - t_start:.1f} s", flush=True)
+    if user is None and not pending(out, list(range(first, first + n))):
+        # every sample exists: whichever process finishes last writes the datalist (same content if two race)
+        print(f"datalist: {write_datalist(out)}", flush=True)
+    return written
+
+
+def _write_samples(out: Path, todo: list[tuple[int, str]], contrasts: list[str], preview: bool,
+                   shard: tuple[int, int], user: "LabelFile | None", style, network, device, sampler,
+                   base_seed: int, prof, expect: dict, model_version: str) -> list[str]:
+    """The writing half of `synthesise`: each claimed sample (index, id) whole, its sidecar last."""
+    shard_i, shards = shard
+    ids = dict(todo)
+    stale = clear_stale_parts(out, list(ids.values()))
+    if stale:
+        print(f"removed {len(stale)} temporary file(s) of an interrupted run", flush=True)
 
     with torch.no_grad():  # a reference scan's style code: the encoder's mean (deterministic), once for all samples
         z_style = network.encode(style.to(device))[0].cpu() if style is not None else None
     written = []
-    for k in todo:
+    for k in ids:
         t0 = time.perf_counter()
         sid, s_seed = ids[k], sample_seed(base_seed, k)
         if user is not None:
@@ -384,10 +406,6 @@ def synthesise(network: torch.nn.Module, ckpt_path: str, device, profile: str = 
                 "sampled_achieved", "volume_matching", "achieved_pv", "time_s") if key in smp}
         written.append(str(save_json(out / f"{sid}.json", side)))  # last: marks the sample complete
         print(f"{sid}: {', '.join(contrasts)} -> {out} ({side['time_s']:.1f} s)", flush=True)
-    print(f"wrote {len(written)} sample(s) to {out} in {time.perf_counter() - t_start:.1f} s", flush=True)
-    if user is None and not pending(out, list(range(first, first + n))):
-        # every sample exists: whichever process finishes last writes the datalist (same content if two race)
-        print(f"datalist: {write_datalist(out)}", flush=True)
     return written
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from brainspade.cli import parse_bool
 from brainspade.errors import InputError
-from brainspade.io import load_json, load_nifti, prepare_output_dir, safe_id
+from brainspade.io import check_resampled_size, load_json, load_nifti, prepare_output_dir, safe_id
 from brainspade.labels import LABELS
 
 from .train_utils import check_checkpoint
@@ -29,15 +29,17 @@ def _name_of(path: Path) -> str:
     return name
 
 
-def check_image(path: str | Path) -> tuple[int, ...]:
-    """Reject missing, non-NIfTI, non-3D, empty and non-finite images; return the spatial shape."""
+def check_image(path: str | Path, spacing_mm: float = 2.0) -> tuple[int, ...]:
+    """Reject missing, non-NIfTI, non-3D, empty and non-finite images, images without geometry and images too
+    large once resampled to the model's `spacing_mm`; return the spatial shape."""
     p = Path(str(path))
     if not p.is_file():
         raise InputError(f"input image {str(p)!r} does not exist; accepted: {ACCEPTED}")
     if not p.name.endswith(NIFTI_EXT):
         raise InputError(f"input image {str(p)!r} is not a NIfTI file name; accepted: {ACCEPTED}")
     try:
-        data, _ = load_nifti(p, "input image")  # readable NIfTI, finite values, 3D or channel stack
+        data, affine = load_nifti(p, "input image")  # readable NIfTI, finite values, 3D or channel stack, geometry
+        check_resampled_size(data.shape, affine, spacing_mm, f"input image {str(p)!r}")
     except InputError as exc:
         msg = str(exc)
         raise InputError(msg if "accepted" in msg else f"{msg}; accepted: {ACCEPTED}, finite values") from None

@@ -143,7 +143,7 @@ class RandSkullStripd(RandomizableTransform, MapTransform):
         return d
 
 
-def augmentation_transforms(spacing_mm: float, dr_prob: float = 0.5, skull_strip_prob: float = 0.5,
+def augmentation_transforms(spacing_mm: float, dr_prob: float = 0.3, skull_strip_prob: float = 0.5,
                             image_key: str = "image", label_key: str = "label") -> list:
     """Random geometry, contrast and acquisition for every training volume (whole volume, before the crop).
 
