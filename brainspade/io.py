@@ -20,12 +20,15 @@ os.umask(_UMASK)
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
-def safe_id(name: str) -> str:
-    """An output name that cannot escape its folder (no separators, no '..', no hidden files)."""
+def safe_id(name: str, source: str = "") -> str:
+    """An output name that cannot escape its folder (no separators, no '..', no hidden files) and, at 128
+    characters at most, fits a file name with its suffixes and temporary-name parts (255 bytes). `source` says
+    where the name comes from (e.g. "the label file's name"), for the message."""
     name = str(name)
+    origin = f" (taken from {source})" if source else ""
     if not _SAFE_ID.match(name) or ".." in name:
-        raise InputError(f"output name {name!r} is not allowed; accepted: letters, digits, '_', '-', '.' "
-                         "(no path separators, no '..')")
+        raise InputError(f"output name {name!r}{origin} is not allowed; accepted: up to 128 letters, digits, '_', "
+                         "'-', '.' (no spaces, path separators or '..')" + ("; rename the file" if source else ""))
     return name
 
 
@@ -170,6 +173,9 @@ def load_json(path: str | Path, what: str = "JSON file") -> Any:
         return json.loads(p.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{what} {str(p)!r} is not valid JSON ({exc})") from None
+    except RecursionError:  # e.g. 100,000 nested lists: Python's parser gives up
+        raise InputError(f"{what} {str(p)!r} is nested too deeply to read; accepted: a JSON object such as "
+                         '{"training": [{"image": ..., "label": ...}]}') from None
 
 
 def prepare_output_dir(output_dir: str | Path, planned: Iterable[str], overwrite: bool = False) -> Path:

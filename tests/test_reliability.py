@@ -321,3 +321,55 @@ def test_a_second_run_into_the_same_samples_is_refused(chain, capsys):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_disk_full_leaves_no_half_sample(chain, monkeypatch, capsys):
+    import errno
+
+    from brainspade.bundle import import_scripts
+
+    d, overrides, _ = chain
+    out = d / "full"
+    b3d = import_scripts(Path(__file__).resolve().parent.parent / "bundles" / "brainspade3d", "brainspade3d_scripts")
+    real_save = b3d.inference.save_nifti
+
+    def save(path, data, affine, **kw):  # the t1 image fits, the label map does not
+        if str(path).endswith("_label.nii.gz"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(path, data, affine, **kw)
+
+    monkeypatch.setattr(b3d.inference, "save_nifti", save)
+    with pytest.raises(SystemExit):
+        run_inference(overrides, output_dir=str(out), preview=False)
+    assert re.search(r"cannot write sample-000000 .*No space left on device.*removed whole", _error_line(capsys))
+    assert not [p.name for p in out.iterdir() if p.name.startswith("sample-")]
+
+
+def test_an_output_name_from_the_label_file_says_where_it_comes_from(chain, capsys):
+    d, overrides, phantoms = chain
+    bad = d / "sub 01_label.nii.gz"
+    bad.write_bytes(_first_label(phantoms).read_bytes())
+    with pytest.raises(SystemExit):
+        run_inference({k: v for k, v in overrides.items() if k != "label_ldm_extra"}, label_file=str(bad),
+                      output_dir=str(d / "named"))
+    assert re.search(r"output name 'sub 01' \(taken from the label file's name\) is not allowed.*rename the file",
+                     _error_line(capsys))
+
+
+def test_deeply_nested_json_is_one_error(tmp_path):
+    from brainspade.io import load_json
+
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(InputError, match=r"nested too deeply to read; accepted: a JSON object"):
+        load_json(path, "datalist")
+
+
+def test_a_training_entry_that_is_not_an_image_is_named(tmp_path):
+    from brainspade.bundle import import_scripts
+
+    seg = import_scripts(Path(__file__).resolve().parent.parent / "bundles" / "segmenter", "segmenter_scripts")
+    notes = tmp_path / "notes.nii.gz"
+    notes.write_text("not an image")
+    with pytest.raises(InputError, match=r"training entry 0: image file .* is not a readable NIfTI image"):
+        seg.check_items([{"image": str(notes), "label": str(notes)}], "training")

@@ -300,7 +300,7 @@ def synthesise(network: torch.nn.Module, ckpt_path: str, device, profile: str = 
     sampler = None
     if user is not None:
         stem = re.sub(r"[_-](labels?|seg)$", "", Path(label_path).name.split(".")[0])  # sub-01_label -> sub-01
-        stem = safe_id(stem if stem and stem[0].isalnum() else "label")
+        stem = safe_id(stem if stem and stem[0].isalnum() else "label", "the label file's name")
         ids = {k: stem if n == 1 else f"{stem}-{k:06d}" for k in indices}
     else:
         if label_sampler is None:
@@ -342,7 +342,6 @@ def _write_samples(out: Path, todo: list[tuple[int, str]], contrasts: list[str],
                    shard: tuple[int, int], user: "LabelFile | None", style, network, device, sampler,
                    base_seed: int, prof, expect: dict, model_version: str) -> list[str]:
     """The writing half of `synthesise`: each claimed sample (index, id) whole, its sidecar last."""
-    shard_i, shards = shard
     ids = dict(todo)
     stale = clear_stale_parts(out, list(ids.values()))
     if stale:
@@ -352,61 +351,77 @@ def _write_samples(out: Path, todo: list[tuple[int, str]], contrasts: list[str],
         z_style = network.encode(style.to(device))[0].cpu() if style is not None else None
     written = []
     for k in ids:
-        t0 = time.perf_counter()
-        sid, s_seed = ids[k], sample_seed(base_seed, k)
-        if user is not None:
-            smp = {"pv": user.pv_model}
-        else:
-            smp = next(sampler.iter_samples(num_samples=1, seed=s_seed))
-        pv = np.asarray(smp["pv"], dtype=np.float32)
-        if pv.shape[1:] != tuple(prof.shape):
-            raise InputError(f"label map grid {pv.shape[1:]} does not match profile {prof.name!r} {tuple(prof.shape)}; "
-                             "accepted: label_ldm and brainspade3d run with the same --profile")
-        style_seed = None
-        if style is not None:
-            z = z_style
-        else:
-            style_seed = sample_seed(s_seed, STYLE_STREAM)
-            z = network.sample_z(1, generator=torch.Generator().manual_seed(style_seed))
-        images = generate_images(network, pv, contrasts, z, device)
-        if user is not None:
-            images = {c: user.to_user_grid(img) for c, img in images.items()}
-            labels, affine = user.labels, user.affine
-            achieved = lesion_volumes_ml(user.pv_user, user.voxel_mm3)
-            requested = None
-        else:
-            labels = np.asarray(smp["labels"], dtype=np.int16)
-            affine = np.asarray(smp["affine"], dtype=np.float64)
-            achieved, requested = smp.get("achieved"), smp.get("requested")
-        files = {c: f"{sid}_{c}.nii.gz" for c in contrasts}
-        files["label"] = f"{sid}_label.nii.gz"
-        remove_sample(out, sid)  # overwrite replaces a sample whole: no image of an earlier run stays beside it
-        for c in contrasts:
-            save_nifti(out / files[c], images[c], affine)
-        save_nifti(out / files["label"], labels, affine, dtype=np.int16)
-        if preview:
-            from brainspade.preview import save_preview
-
-            save_preview(out / f"{sid}.png", images, labels, title=f"{sid} (synthetic)")
-            files["preview"] = f"{sid}.png"
-        side = {
-            "id": sid, "synthetic": True, "index": k, "seed": s_seed, "base_seed": base_seed, "contrast": contrasts,
-            "label_source": expect["label_source"], "label_file": expect["label_file"],
-            "requested": requested, "achieved": {key: round(float(v), 4) for key, v in (achieved or {}).items()},
-            "style_image": expect["style_image"], "style_seed": style_seed,
-            "models": {"brainspade3d": model_version,
-                       **({"label_ldm": smp.get("model_version", "")} if user is None else {})},
-            "profile": prof.name, "affine": np.asarray(affine).tolist(), "shape": list(labels.shape),
-            "files": files, "shard": [shard_i, shards], "settings": expect["settings"],
-            "time_s": round(time.perf_counter() - t0, 3),
-        }
-        if user is None:
-            side["label_ldm"] = {key: smp.get(key) for key in (
-                "seed", "sampler", "steps", "guidance_scale", "verified", "retries", "requested_source",
-                "sampled_achieved", "volume_matching", "achieved_pv", "time_s") if key in smp}
-        written.append(str(save_json(out / f"{sid}.json", side)))  # last: marks the sample complete
-        print(f"{sid}: {', '.join(contrasts)} -> {out} ({side['time_s']:.1f} s)", flush=True)
+        try:
+            written.append(_write_sample(out, k, ids[k], contrasts, preview, shard, user, z_style, network, device,
+                                         sampler, base_seed, prof, expect, model_version))
+        except OSError as exc:  # disk full, quota, permissions: a sample is all or nothing
+            remove_sample(out, ids[k])
+            raise InputError(f"cannot write {ids[k]} into output_dir {str(out)!r} ({exc.strerror or exc}); the "
+                             "sample was removed whole, earlier samples are complete; accepted: a folder with free "
+                             "space (then --resume true)") from None
     return written
+
+
+def _write_sample(out: Path, k: int, sid: str, contrasts: list[str], preview: bool, shard: tuple[int, int],
+                  user: "LabelFile | None", z_style, network, device, sampler, base_seed: int, prof, expect: dict,
+                  model_version: str) -> str:
+    """Sample `k` (id `sid`): its images, label map, preview and, last, its sidecar (which marks it complete)."""
+    shard_i, shards = shard
+    t0 = time.perf_counter()
+    s_seed = sample_seed(base_seed, k)
+    if user is not None:
+        smp = {"pv": user.pv_model}
+    else:
+        smp = next(sampler.iter_samples(num_samples=1, seed=s_seed))
+    pv = np.asarray(smp["pv"], dtype=np.float32)
+    if pv.shape[1:] != tuple(prof.shape):
+        raise InputError(f"label map grid {pv.shape[1:]} does not match profile {prof.name!r} {tuple(prof.shape)}; "
+                         "accepted: label_ldm and brainspade3d run with the same --profile")
+    style_seed = None
+    if z_style is not None:
+        z = z_style
+    else:
+        style_seed = sample_seed(s_seed, STYLE_STREAM)
+        z = network.sample_z(1, generator=torch.Generator().manual_seed(style_seed))
+    images = generate_images(network, pv, contrasts, z, device)
+    if user is not None:
+        images = {c: user.to_user_grid(img) for c, img in images.items()}
+        labels, affine = user.labels, user.affine
+        achieved = lesion_volumes_ml(user.pv_user, user.voxel_mm3)
+        requested = None
+    else:
+        labels = np.asarray(smp["labels"], dtype=np.int16)
+        affine = np.asarray(smp["affine"], dtype=np.float64)
+        achieved, requested = smp.get("achieved"), smp.get("requested")
+    files = {c: f"{sid}_{c}.nii.gz" for c in contrasts}
+    files["label"] = f"{sid}_label.nii.gz"
+    remove_sample(out, sid)  # overwrite replaces a sample whole: no image of an earlier run stays beside it
+    for c in contrasts:
+        save_nifti(out / files[c], images[c], affine)
+    save_nifti(out / files["label"], labels, affine, dtype=np.int16)
+    if preview:
+        from brainspade.preview import save_preview
+
+        save_preview(out / f"{sid}.png", images, labels, title=f"{sid} (synthetic)")
+        files["preview"] = f"{sid}.png"
+    side = {
+        "id": sid, "synthetic": True, "index": k, "seed": s_seed, "base_seed": base_seed, "contrast": contrasts,
+        "label_source": expect["label_source"], "label_file": expect["label_file"],
+        "requested": requested, "achieved": {key: round(float(v), 4) for key, v in (achieved or {}).items()},
+        "style_image": expect["style_image"], "style_seed": style_seed,
+        "models": {"brainspade3d": model_version,
+                   **({"label_ldm": smp.get("model_version", "")} if user is None else {})},
+        "profile": prof.name, "affine": np.asarray(affine).tolist(), "shape": list(labels.shape),
+        "files": files, "shard": [shard_i, shards], "settings": expect["settings"],
+        "time_s": round(time.perf_counter() - t0, 3),
+    }
+    if user is None:
+        side["label_ldm"] = {key: smp.get(key) for key in (
+            "seed", "sampler", "steps", "guidance_scale", "verified", "retries", "requested_source",
+            "sampled_achieved", "volume_matching", "achieved_pv", "time_s") if key in smp}
+    path = str(save_json(out / f"{sid}.json", side))  # last: marks the sample complete
+    print(f"{sid}: {', '.join(contrasts)} -> {out} ({side['time_s']:.1f} s)", flush=True)
+    return path
 
 
 def _jsonable(obj: Any) -> Any:

@@ -71,7 +71,8 @@ def _entries(input_image, datalist, datalist_key: str) -> list[dict]:
     for i, e in enumerate(items):
         img = e if isinstance(e, str) else e.get("image") if isinstance(e, dict) else None
         if not isinstance(img, str):
-            raise InputError(f"datalist {path.name} entry {i} has no 'image' path")
+            raise InputError(f"datalist {path.name} entry {i} ({str(e)[:40]}) has no 'image' path; accepted: "
+                             f'{{"{datalist_key}": [{{"image": "a.nii.gz"}}, ...]}} or a JSON list of paths')
         p = Path(img) if Path(img).is_absolute() else path.parent / img
         name = str(e.get("id")) if isinstance(e, dict) and e.get("id") else _name_of(p)
         out.append({"image": str(p.absolute()), "name": name})
@@ -102,7 +103,7 @@ def check_inputs(input_image=None, datalist=None, output_dir=None, overwrite: bo
     items = _entries(input_image, datalist, datalist_key)
     seen: dict[str, str] = {}
     for it in items:
-        it["name"] = safe_id(it["name"])
+        it["name"] = safe_id(it["name"], "the input's file name or datalist id")
         if it["name"] in seen:
             raise InputError(f"two inputs would both be written as {it['name']!r} ({seen[it['name']]} and "
                              f"{it['image']}); accepted: unique file names or unique 'id's in the datalist")

@@ -59,6 +59,17 @@ def check_fits(path: str | Path, network, what: str = "checkpoint") -> None:
                          "--overwrite true / a new --output_dir") from None
 
 
+def check_readable(path: str, what: str) -> None:
+    """The file opens as a NIfTI image (header only: cheap), so a wrong file is named before training starts."""
+    import nibabel as nib
+
+    try:
+        nib.load(path)
+    except Exception as exc:  # nibabel raises several types for non-image files
+        raise InputError(f"{what} {path!r} is not a readable NIfTI image ({type(exc).__name__}); accepted: "
+                         ".nii or .nii.gz files") from None
+
+
 def check_items(items: Sequence, what: str, need_image: bool = True) -> None:
     """Every datalist entry has a label (and an image unless domain-randomised) that exists on disk."""
     if not isinstance(items, Sequence) or isinstance(items, str) or not items:
@@ -74,6 +85,7 @@ def check_items(items: Sequence, what: str, need_image: bool = True) -> None:
                 raise InputError(f"{name} has no {k!r}; accepted: {{'image': path, 'label': path}}")
             if not Path(str(e[k])).is_file():
                 raise InputError(f"{name}: {k} file {str(e[k])!r} does not exist")
+            check_readable(str(e[k]), f"{name}: {k} file")
 
 
 def check_training(train_items: Sequence, val_items: Sequence, ckpt_dir: str | Path, output_dir: str | Path,
