@@ -373,3 +373,16 @@ def test_a_training_entry_that_is_not_an_image_is_named(tmp_path):
     notes.write_text("not an image")
     with pytest.raises(InputError, match=r"training entry 0: image file .* is not a readable NIfTI image"):
         seg.check_items([{"image": str(notes), "label": str(notes)}], "training")
+
+
+def test_segmenter_weights_of_another_network_are_one_error_line(seg_run, tmp_path, capsys):
+    import torch
+
+    _, _, img, _, tiny = seg_run
+    other = tmp_path / "other.pt"
+    torch.save({"conv.weight": torch.zeros(2, 1, 3, 3, 3)}, other)
+    out = tmp_path / "seg"
+    with pytest.raises(SystemExit):
+        run_bundle(INFER, input_image=str(img), output_dir=str(out), **{**tiny, "ckpt_path": str(other)})
+    assert re.search(r"model weights .* does not fit this network", _error_line(capsys))
+    assert not out.exists() or not list(out.iterdir())

@@ -15,7 +15,7 @@ from brainspade.errors import InputError
 from brainspade.io import check_resampled_size, load_json, load_nifti, prepare_output_dir, safe_id
 from brainspade.labels import LABELS
 
-from .train_utils import check_checkpoint
+from .train_utils import check_checkpoint, check_fits
 
 NIFTI_EXT = (".nii.gz", ".nii")
 ACCEPTED = "a 3D NIfTI image (.nii or .nii.gz), any orientation and spacing"
@@ -83,16 +83,18 @@ def planned_outputs(name: str) -> list[str]:
     return [f"{name}_seg.nii.gz", f"{name}_volumes.json"]
 
 
-def check_weights(ckpt_path) -> None:
-    """Weights exist and load as a state dict (weights_only=True) before any output is written."""
+def check_weights(ckpt_path, network=None) -> None:
+    """Weights exist, load as a state dict (weights_only=True) and fit `network` before any output is written."""
     if ckpt_path in (None, "") or not Path(str(ckpt_path)).is_file():
         raise InputError(f"model weights {str(ckpt_path)!r} do not exist; accepted: a state-dict file such as "
                          "bundles/segmenter/models/model.pt (train one with configs/train.yaml)")
     check_checkpoint(ckpt_path, "model weights")
+    if network is not None:
+        check_fits(ckpt_path, network, "model weights")
 
 
 def check_inputs(input_image=None, datalist=None, output_dir=None, overwrite: bool = False,
-                 datalist_key: str = "testing", ckpt_path=None) -> list[dict]:
+                 datalist_key: str = "testing", ckpt_path=None, network=None) -> list[dict]:
     """Validate every input image, the weights and the output folder; return the items to segment."""
     overwrite = parse_bool(overwrite, "overwrite")
     if input_image in (None, "") and datalist in (None, ""):
@@ -110,7 +112,7 @@ def check_inputs(input_image=None, datalist=None, output_dir=None, overwrite: bo
         seen[it["name"]] = it["image"]
         check_image(it["image"])
     if ckpt_path is not None:
-        check_weights(ckpt_path)
+        check_weights(ckpt_path, network)
     prepare_output_dir(output_dir, [n for it in items for n in planned_outputs(it["name"])], overwrite)
     return items
 
