@@ -1,4 +1,4 @@
-"""Shared code of the brainSPADE3D bundles (label schema, contrasts, profiles, phantoms, I/O, metrics).
+"""Shared code of the brainSPADE3D bundles (label schema, contrasts, profiles, phantoms, I/O, precision, real-scan checks).
 
 Everything more than one bundle needs lives here, so each fact is defined once.
 """

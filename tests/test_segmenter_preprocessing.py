@@ -100,3 +100,10 @@ def test_thick_slices_blur_along_one_axis_only():
     # relative to the image's own spread, neighbours differ much less along the thick axis than in-plane
     rough = [float(torch.diff(out, dim=1 + ax).abs().mean() / out.std()) for ax in range(3)]
     assert rough[axis] < 0.5 * min(rough[ax] for ax in range(3) if ax != axis)
+
+
+def test_monai_label_string_entries_pass_the_input_chain(real_scan):
+    # MONAI Label's infer task adds `image_path` (a string); MONAI's Spacingd calls .update() on every image_* entry
+    infer = _parser(INFER)
+    out = infer.get_parsed_content("preprocessing")({"image": str(real_scan), "image_path": str(real_scan)})
+    assert out["image_path"] == str(real_scan) and out["image"].shape[0] == 1

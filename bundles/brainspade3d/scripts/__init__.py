@@ -7,10 +7,10 @@ Imported from configs with `brainspade.bundle.import_scripts(@bundle_root, 'brai
 from . import data, evaluate, inference, montage, networks, training
 from .data import contrast_pairs
 from .networks import ContrastSPADENet
-from .training import SPADEGANStep, export_generator, resume_handlers
+from .training import SPADEGANStep, resume_handlers
 
 from brainspade.bundle import bundle_version
 
 
 __all__ = ["data", "evaluate", "inference", "montage", "networks", "training", "contrast_pairs", "ContrastSPADENet", "SPADEGANStep",
-           "export_generator", "resume_handlers", "bundle_version"]
+           "resume_handlers", "bundle_version"]

@@ -121,13 +121,3 @@ def resume_handlers(run_dir: str, load_dict: dict, map_location=None, enabled: b
     print(f"resuming from {path}", flush=True)
     return [CheckpointLoader(load_path=path, load_dict=load_dict, map_location=map_location)]
 
-
-def export_generator(checkpoint: str, output: str) -> str:
-    """Copy the generator weights out of a training checkpoint into a plain state dict file."""
-    from brainspade.io import _atomic_write
-
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    state = ckpt["generator"] if "generator" in ckpt else ckpt
-    state = {k: v.detach().clone().contiguous() for k, v in state.items()}
-    _atomic_write(output, lambda tmp: torch.save(state, tmp))
-    return output

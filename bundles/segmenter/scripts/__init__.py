@@ -4,8 +4,7 @@ input checks and the atomic writer for inference, checkpoint helpers, and the ex
 Imported from configs with `$brainspade.bundle.import_scripts(@bundle_root, 'segmenter_scripts')`.
 """
 
-from .data import (build_datalist, datalist_from_synthetic_folder, phantom_datalist, real_datalist,
-                   rotate_contrasts)
+from .data import build_datalist, datalist_from_synthetic_folder, phantom_datalist, real_datalist
 from .inference import check_inputs, inference_items, volumes_ml
 from .preprocessing import (TEST_CONDITIONS, RandSkullStripd, RandThickSliced, ScalePercentilesd,
                             augmentation_transforms, condition_transforms, input_transforms, intensity_transforms,
@@ -15,7 +14,7 @@ from .train_utils import (ValidationCurve, check_checkpoint, check_evaluation, c
 from .transforms import RandLabelToIntensityd, SaveSegmentationd
 
 __all__ = [
-    "build_datalist", "datalist_from_synthetic_folder", "phantom_datalist", "real_datalist", "rotate_contrasts",
+    "build_datalist", "datalist_from_synthetic_folder", "phantom_datalist", "real_datalist",
     "check_inputs", "inference_items", "volumes_ml", "check_checkpoint", "check_evaluation", "check_items",
     "check_training", "finish_evaluation", "rank_handlers", "RandLabelToIntensityd",
     "SaveSegmentationd", "RandSkullStripd", "RandThickSliced", "ScalePercentilesd", "augmentation_transforms",

@@ -77,11 +77,6 @@ def phantom_datalist(datalist: str | Path, split: str = "training", pathologies:
     return out
 
 
-def rotate_contrasts(datalist, split="test", pathologies=None, contrasts=("t1", "t2", "flair"), base_dir=None):
-    """Test-set form: one image per subject, contrasts taken in turn."""
-    return phantom_datalist(datalist, split, pathologies, contrasts, source="test", rotate=True, base_dir=base_dir)
-
-
 def real_datalist(datalist: str | Path, key: str = "training", image_key: str = "image", label_key: str = "label",
                   mapping: str | Mapping | None = None, source: str = "real", base_dir=None) -> list[dict]:
     """A MONAI datalist of real NIfTI images/labels, every entry checked up front (brainspade.realdata)."""

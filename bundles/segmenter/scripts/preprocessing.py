@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from monai.transforms import (EnsureChannelFirstd, EnsureTyped, LoadImaged, MapTransform, Orientationd,
                               RandAdjustContrastd, RandAffined, RandBiasFieldd, RandFlipd, RandGaussianNoised,
-                              RandGaussianSmoothd, RandomizableTransform, Spacingd)
+                              RandGaussianSmoothd, RandomizableTransform, Spacingd, Transform)
 
 from monai.utils import convert_to_dst_type, convert_to_tensor
 
@@ -48,8 +48,10 @@ def input_transforms(keys: Sequence[str], spacing: Sequence[float], label_key: s
     chain = [
         LoadImaged(keys=keys, image_only=True, allow_missing_keys=True),
         EnsureChannelFirstd(keys=keys, allow_missing_keys=True),
-        Orientationd(keys=keys, axcodes="RAS", allow_missing_keys=True),
+        Orientationd(keys=keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")), allow_missing_keys=True),
+        SetAsided(prefixes=[f"{k}_" for k in keys]),
         Spacingd(keys=keys, pixdim=list(spacing), mode=modes, allow_missing_keys=True),
+        SetAsided(prefixes=[f"{k}_" for k in keys], restore=True),
     ]
     if label_key in keys:
         chain.append(EnsureTyped(keys=label_key, dtype=torch.uint8, allow_missing_keys=True))
@@ -82,6 +84,30 @@ def intensity_transforms(image_key: str = "image") -> list:
     """The normalisation every image gets last, in training and at inference."""
     return [ScalePercentilesd(keys=[image_key]), EnsureTyped(keys=image_key, dtype=torch.float32,
                                                              allow_missing_keys=True)]
+
+
+class SetAsided(Transform):
+    """Move entries named `<prefix>*` that are not dicts out of the way of MONAI's Spacingd (and back with
+    `restore=True`). Spacingd calls `.update()` on every `image_*` entry as if it were a meta dict; MONAI Label's
+    infer task puts `image_path` (a string) in the data, and inference crashed on it."""
+
+    STASH = "_set_aside"
+
+    def __init__(self, prefixes: Sequence[str], restore: bool = False) -> None:
+        self.prefixes, self.restore = tuple(prefixes), restore
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        if self.restore:
+            d.update(d.pop(self.STASH, {}))
+            return d
+        aside = {k: v for k, v in d.items() if isinstance(k, str) and k.startswith(self.prefixes)
+                 and not isinstance(v, Mapping)}
+        for k in aside:
+            del d[k]
+        if aside:
+            d[self.STASH] = aside
+        return d
 
 
 class RandThickSliced(RandomizableTransform, MapTransform):
