@@ -44,6 +44,15 @@ TUMOUR_PARTS: tuple[str, ...] = ("tumour", "oedema", "enhancing")
 CONDITION_KEYS: tuple[str, ...] = tuple(f"{k}_ml" for k in LESIONS)
 
 
+def per_label(default: float = 1.0, **by_key: float) -> list[float]:
+    """One value per label code, in code order: `default`, or the value given by key (`per_label(1, wmh=2)`).
+    Per-label lists in configs (crop ratios, loss weights) are written this way, never as bare lists."""
+    unknown = set(by_key) - set(LABEL_CODES)
+    if unknown:
+        raise InputError(f"unknown label key(s) {sorted(unknown)}; accepted: {', '.join(LABEL_CODES)}")
+    return [float(by_key.get(lab.key, default)) for lab in LABELS]
+
+
 def check_int_labels(labels: np.ndarray, what: str = "label map") -> np.ndarray:
     """Reject values outside the table; return the labels as int16."""
     arr = np.asarray(labels)
