@@ -22,6 +22,9 @@ from cli_harness import ROOT, assert_clean_failure, bundle_cmd, files_under
 AFF = np.diag([2.0, 2.0, 2.0, 1.0])
 
 
+BUNDLE_MODEL = Path(__file__).resolve().parent.parent / "bundles" / "segmenter" / "models" / "model.pt"
+
+
 def _img(path: Path, data: np.ndarray) -> str:
     nib.save(nib.Nifti1Image(data.astype(np.float32), AFF), str(path))
     return str(path)
@@ -59,7 +62,9 @@ def _cases(tmp: Path) -> dict[str, dict]:
                      "pattern": r"is 4D with shape \(12, 12, 12, 3\); accepted: a 3D NIfTI"},
         "nan_image": {"args": infer("nan_image", input_image=nan),
                       "pattern": r"contains NaN or infinite values; accepted: a 3D NIfTI.*finite values"},
-        "output_exists": {"args": infer("exists", input_image=good, output_dir=exists),
+        # real weights of the network (weights that do not fit it are refused first, before the folder check)
+        "output_exists": {"args": infer("exists", input_image=good, output_dir=exists,
+                                        ckpt_path=BUNDLE_MODEL),
                           "pattern": r"already holds 'good_seg\.nii\.gz'.*accepted: .*--overwrite true",
                           "out": exists, "before": ["good_seg.nii.gz"]},
         "unreadable_checkpoint": {"args": infer("ckpt", input_image=good, ckpt_path=corrupt),

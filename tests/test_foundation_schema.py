@@ -118,3 +118,13 @@ def test_latest_checkpoint_skips_a_file_cut_off_while_being_written(tmp_path, ca
     os.remove(tmp_path / "checkpoint_epoch=2.pt")
     # nothing complete: the damaged file itself, for the bundle's checkpoint check to refuse by name
     assert latest_checkpoint(tmp_path, "checkpoint_*.pt").endswith("checkpoint_epoch=3.pt")
+
+
+def test_per_label_lists_follow_the_label_table():
+    from brainspade.labels import LABEL_CODES, per_label
+
+    w = per_label(1, wmh=2, tumour=4)
+    assert len(w) == len(LABEL_CODES) and w[LABEL_CODES["wmh"]] == 2 and w[LABEL_CODES["tumour"]] == 4
+    assert sum(w) == len(LABEL_CODES) - 2 + 6
+    with pytest.raises(InputError, match=r"unknown label key\(s\) \['glioma'\]"):
+        per_label(1, glioma=3)
