@@ -386,3 +386,26 @@ def test_segmenter_weights_of_another_network_are_one_error_line(seg_run, tmp_pa
         run_bundle(INFER, input_image=str(img), output_dir=str(out), **{**tiny, "ckpt_path": str(other)})
     assert re.search(r"model weights .* does not fit this network", _error_line(capsys))
     assert not out.exists() or not list(out.iterdir())
+
+
+def test_segmenter_disk_full_keeps_nothing_half_written(seg_run, tmp_path, monkeypatch, capsys):
+    import errno
+
+    from brainspade.bundle import import_scripts
+
+    _, _, img, _, tiny = seg_run
+    seg = import_scripts(Path(__file__).resolve().parent.parent / "bundles" / "segmenter", "segmenter_scripts")
+    real = seg.transforms.save_json
+
+    def full(path, obj):  # the label image fits, the volumes JSON does not
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(seg.transforms, "save_json", full)
+    out = tmp_path / "seg"
+    with pytest.raises(SystemExit) as exc:
+        run_bundle(INFER, input_image=str(img), output_dir=str(out), **tiny)
+    monkeypatch.setattr(seg.transforms, "save_json", real)
+    assert exc.value.code == 2
+    assert re.search(r"cannot write scan's results .*No space left on device.*nothing of scan was kept",
+                     _error_line(capsys))
+    assert not (out / "scan_seg.nii.gz").exists() and not (out / "scan_volumes.json").exists()

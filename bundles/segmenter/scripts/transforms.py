@@ -13,6 +13,7 @@ report, so this writer goes through brainspade.io's temp-file-then-rename.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 
@@ -97,13 +98,23 @@ class SaveSegmentationd(MapTransform):
             img.header.set_sform(affine, code=code or 1)
             img.header.set_qform(affine, code=code or 1)
             img.header.set_xyzt_units("mm")
-            _atomic_write(self.output_dir / f"{name}_seg.nii.gz", lambda tmp: nib.save(img, tmp))
             vox_ml = voxel_volume_ml(affine)
             counts = np.bincount(labels.reshape(-1), minlength=NUM_LABELS)
             vols = {lab.key: round(float(counts[lab.code]) * vox_ml, 4) for lab in LABELS}
-            save_json(self.output_dir / f"{name}_volumes.json",
-                      {"id": name, "unit": "mL", "voxel_ml": vox_ml, "volumes_ml": vols,
-                       "brain_ml": round(sum(v for k, v in vols.items() if k != "background"), 4),
-                       "labels": {lab.key: lab.code for lab in LABELS}, "shape": list(labels.shape),
-                       "affine": affine.tolist()})
+            outputs = [self.output_dir / f"{name}_seg.nii.gz", self.output_dir / f"{name}_volumes.json"]
+            try:
+                _atomic_write(outputs[0], lambda tmp: nib.save(img, tmp))
+                save_json(outputs[1], {"id": name, "unit": "mL", "voxel_ml": vox_ml, "volumes_ml": vols,
+                                       "brain_ml": round(sum(v for k, v in vols.items() if k != "background"), 4),
+                                       "labels": {lab.key: lab.code for lab in LABELS},
+                                       "shape": list(labels.shape), "affine": affine.tolist()})
+            except OSError as exc:  # disk full, quota: an image's results are both written or neither
+                for path in outputs:
+                    path.unlink(missing_ok=True)
+                # inside the evaluator's loop, so the one-line error is given here (an exception would reach the
+                # user as Ignite's traceback)
+                print(f"error: cannot write {name}'s results into {str(self.output_dir)!r} "
+                      f"({exc.strerror or exc}); nothing of {name} was kept; accepted: a folder with free space",
+                      file=sys.stderr, flush=True)
+                raise SystemExit(2) from None
         return d
