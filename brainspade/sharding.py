@@ -46,16 +46,17 @@ def read_sidecar(path: str | Path) -> dict | None:
     return meta if isinstance(meta, dict) else None
 
 
-def sample_complete(output_dir: str | Path, sid: str) -> bool:
-    """The sidecar of `sid` is a JSON object and every file it lists exists (a deleted image makes it unfinished)."""
-    out = Path(output_dir)
-    meta = read_sidecar(out / f"{sid}.json")
-    if meta is None:
-        return False
-    files = meta.get("files")
+def sidecar_files_exist(output_dir: str | Path, meta: dict | None) -> bool:
+    """`meta` (a read sidecar) lists its files as plain names in `output_dir`, and every one exists."""
+    files = meta.get("files") if isinstance(meta, dict) else None
     if not isinstance(files, dict) or not all(isinstance(f, str) for f in files.values()):
         return False
-    return all((out / f).is_file() and Path(f).name == f for f in files.values())
+    return all(Path(f).name == f and (Path(output_dir) / f).is_file() for f in files.values())
+
+
+def sample_complete(output_dir: str | Path, sid: str) -> bool:
+    """The sidecar of `sid` is a JSON object and every file it lists exists (a deleted image makes it unfinished)."""
+    return sidecar_files_exist(output_dir, read_sidecar(Path(output_dir) / f"{sid}.json"))
 
 
 def completed(output_dir: str | Path, indices: Iterable[int]) -> set[int]:
@@ -88,9 +89,9 @@ def write_datalist(output_dir: str | Path, key: str = "training") -> Path:
     entries = []
     for side in sorted(out.glob("sample-*.json")):
         sid = side.stem
-        if not sample_complete(out, sid):
+        meta = read_sidecar(side)
+        if not sidecar_files_exist(out, meta):
             continue
-        meta = read_sidecar(side) or {}
         # exactly what the sidecar says this sample wrote: a stale image of an earlier run is never paired
         entry = {"id": sid, "label": meta["files"]["label"]}
         for name, f in sorted(meta["files"].items()):

@@ -13,7 +13,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,8 @@ from brainspade.errors import InputError
 from brainspade.io import check_resampled_size, load_nifti, prepare_output_dir, safe_id, save_json, save_nifti
 from brainspade.labels import NUM_LABELS, check_int_labels, check_pv, int_to_pv, lesion_volumes_ml, normalise_pv, pv_to_int
 from brainspade.profiles import get_profile
-from brainspade.sharding import (SampleLocks, clear_stale_parts, pending, read_sidecar, sample_complete, sample_id,
-                                 sample_seed, shard_indices, write_datalist)
+from brainspade.sharding import (SampleLocks, clear_stale_parts, pending, read_sidecar, sample_id, sample_seed,
+                                 shard_indices, sidecar_files_exist, write_datalist)
 
 MIN_SIDE = 4  # a label map thinner than this is not a brain volume
 STYLE_STREAM = 7919  # style seed of a sample = sample_seed(sample's seed, STYLE_STREAM): independent of its noise
@@ -228,7 +228,7 @@ def complete_sample(out: Path, sid: str, contrasts: list[str], preview: bool, ex
     if missing:
         raise InputError(f"output_dir {str(out)!r} already holds {sid} without contrast {missing[0]!r}; accepted: the "
                          "same --contrast to resume, a new folder, or --overwrite true")
-    return sample_complete(out, sid) and all((out / f).is_file() for f in sample_files(sid, contrasts, preview))
+    return sidecar_files_exist(out, side) and all((out / f).is_file() for f in sample_files(sid, contrasts, preview))
 
 
 def merge_datalist(output_dir: Any, num_samples: Any = 1, first_index: Any = 0) -> Path:
@@ -281,9 +281,7 @@ def synthesise(network: torch.nn.Module, ckpt_path: str, device, profile: str = 
     style_path = _optional_path("style_image", style_image)
     label_path = _optional_path("label_file", label_file)
     conditions = {k: v for k, v in dict(conditions or {}).items() if v is not None}
-    if label_ldm_extra is not None and not isinstance(label_ldm_extra, Mapping):
-        raise InputError(f"label_ldm_extra={label_ldm_extra!r} is not a dict; accepted: a dict of label_ldm "
-                         "inference ids, e.g. \"{'sampling': 'pndm300'}\"")
+    check_label_ldm_extra(label_ldm_extra)
     if label_path and conditions:
         given = ", ".join(f"--{k}" for k in conditions)
         raise InputError(f"{given} has no effect with --label_file (the label map is yours, label_ldm is not run); "
@@ -317,7 +315,7 @@ def synthesise(network: torch.nn.Module, ckpt_path: str, device, profile: str = 
                            "generator_sha256": file_sha256(ckpt_path)}}
     out = Path(str(output_dir))
     inputs = [p for p in (label_path, style_path) if p]
-    check_inputs_not_outputs(out, inputs, [f for k in indices for f in sample_files(ids[k], CONTRASTS, True)])
+    check_inputs_not_outputs(out, inputs, lambda: (f for k in indices for f in sample_files(ids[k], CONTRASTS, True)))
     todo = [k for k in indices if overwrite or not resume or not out.is_dir()
             or not complete_sample(out, ids[k], contrasts, preview, expect)]
     planned = [] if resume else [f for k in todo for f in sample_files(ids[k], contrasts, preview)]
@@ -325,12 +323,9 @@ def synthesise(network: torch.nn.Module, ckpt_path: str, device, profile: str = 
     if len(todo) < len(indices):
         print(f"resuming: {len(indices) - len(todo)} of {len(indices)} sample(s) of shard {shard_i}/{shards} "
               "already complete", flush=True)
-    locks = SampleLocks(out).acquire([ids[k] for k in todo])  # a second run over these samples is refused
-    try:
+    with SampleLocks(out).acquire([ids[k] for k in todo]):  # a second run over these samples is refused
         written = _write_samples(out, [(k, ids[k]) for k in todo], contrasts, preview, (shard_i, shards), user,
                                  style, network, device, sampler, base_seed, prof, expect, model_version)
-    finally:
-        locks.release()
     print(f"wrote {len(written)} sample(s) to {out} in {time.perf_counter() - t_start:.1f} s", flush=True)
     if user is None and not pending(out, list(range(first, first + n))):
         # every sample exists: whichever process finishes last writes the datalist (same content if two race)
@@ -437,14 +432,20 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def check_inputs_not_outputs(out: Path, inputs: list[str], names: list[str]) -> None:
-    """Refuse a run whose outputs would replace one of its own inputs (an input is never an output)."""
-    for path in inputs:
-        src = Path(path).resolve()
-        for name in names:
-            if (out / name).resolve() == src:
-                raise InputError(f"input {str(path)!r} would be overwritten by this run's output {name!r}; accepted: "
-                                 "an input outside output_dir or under another name (e.g. --output_dir elsewhere)")
+def check_inputs_not_outputs(out: Path, inputs: list[str], names: Callable[[], Iterable[str]]) -> None:
+    """Refuse a run whose outputs would replace one of its own inputs (an input is never an output).
+
+    `names` gives the run's output file names; it is only asked for when an input lies in `out` itself (a
+    million-sample run does not list its names to check a label file kept elsewhere)."""
+    inside = [p for p in inputs if Path(p).resolve().parent == out.resolve()]
+    if not inside:
+        return
+    planned = set(names())
+    for path in inside:
+        name = Path(path).resolve().name
+        if name in planned:
+            raise InputError(f"input {str(path)!r} would be overwritten by this run's output {name!r}; accepted: "
+                             "an input outside output_dir or under another name (e.g. --output_dir elsewhere)")
 
 
 def remove_sample(out: Path, sid: str) -> None:
@@ -454,6 +455,12 @@ def remove_sample(out: Path, sid: str) -> None:
         (out / name).unlink(missing_ok=True)
 
 
+def check_label_ldm_extra(extra: Any) -> None:
+    if extra is not None and not isinstance(extra, Mapping):
+        raise InputError(f"label_ldm_extra={extra!r} is not a dict; accepted: a dict of label_ldm inference ids, "
+                         "e.g. \"{'sampling': 'pndm300'}\"")
+
+
 def bundle_parser(config: dict, overrides: Mapping, extra: Any = None):
     """A MONAI ConfigParser over another bundle config (already read), with ids overridden (`extra` last).
 
@@ -461,9 +468,7 @@ def bundle_parser(config: dict, overrides: Mapping, extra: Any = None):
     """
     from monai.bundle import ConfigParser
 
-    if extra is not None and not isinstance(extra, Mapping):
-        raise InputError(f"label_ldm_extra={extra!r} is not a dict; accepted: a dict of label_ldm inference ids, "
-                         "e.g. \"{'sampling': 'pndm300'}\"")
+    check_label_ldm_extra(extra)
     parser = ConfigParser(config)
     parser.update({**dict(overrides), **dict(extra or {})})
     return parser

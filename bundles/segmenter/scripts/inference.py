@@ -88,9 +88,10 @@ def check_weights(ckpt_path, network=None) -> None:
     if ckpt_path in (None, "") or not Path(str(ckpt_path)).is_file():
         raise InputError(f"model weights {str(ckpt_path)!r} do not exist; accepted: a state-dict file such as "
                          "bundles/segmenter/models/model.pt (train one with configs/train.yaml)")
-    check_checkpoint(ckpt_path, "model weights")
     if network is not None:
         check_fits(ckpt_path, network, "model weights")
+    else:
+        check_checkpoint(ckpt_path, "model weights")
 
 
 def check_inputs(input_image=None, datalist=None, output_dir=None, overwrite: bool = False,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -133,7 +132,6 @@ def to_markdown(phantom: dict, real: dict, rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> dict:
     from brainspade.contrasts import CONTRASTS
 
-    sys.path.insert(0, str(BUNDLE))
     p = argparse.ArgumentParser(prog="quality_report.py", description=__doc__.splitlines()[0])
     p.add_argument("--ckpt_path", default=str(BUNDLE / "models" / "model.pt"))
     p.add_argument("--output_dir", default=str(BUNDLE.parent.parent / "runs" / "segmenter" / "quality"))

@@ -26,7 +26,7 @@ _ITER = re.compile(r"checkpoint_(?:epoch|iteration)=(\d+)\.pt$")
 CKPT_ACCEPTED = "a PyTorch state-dict file written by this bundle (torch.save of a dict of tensors)"
 
 
-def check_checkpoint(path: str | Path, what: str = "checkpoint") -> None:
+def check_checkpoint(path: str | Path, what: str = "checkpoint") -> Mapping:
     """Refuse a missing or unreadable weights file before an engine starts (CheckpointLoader would raise an
     UnpicklingError traceback). Loads with weights_only=True: nothing in the file is executed."""
     import torch
@@ -41,14 +41,14 @@ def check_checkpoint(path: str | Path, what: str = "checkpoint") -> None:
                          f"accepted: {CKPT_ACCEPTED}") from None
     if not isinstance(obj, Mapping) or not obj:
         raise InputError(f"{what} {str(p)!r} holds {type(obj).__name__}, not a state dict; accepted: {CKPT_ACCEPTED}")
+    return obj
 
 
 def check_fits(path: str | Path, network, what: str = "checkpoint") -> None:
-    """The weights in `path` (a state dict, or a training checkpoint's 'model') load into `network` exactly."""
-    import torch
-
-    obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    state = obj.get("model", obj) if isinstance(obj, Mapping) else obj
+    """The weights in `path` (a state dict, or a training checkpoint's 'model') are readable (`check_checkpoint`)
+    and load into `network` exactly."""
+    obj = check_checkpoint(path, what)
+    state = obj.get("model", obj)
     target = getattr(network, "module", network)  # DistributedDataParallel wraps the network
     try:
         target.load_state_dict(state, strict=True)
@@ -102,9 +102,10 @@ def check_training(train_items: Sequence, val_items: Sequence, ckpt_dir: str | P
     check_items(val_items, "validation")
     latest = latest_checkpoint(ckpt_dir, "checkpoint_*.pt") or ""
     if resume and latest:
-        check_checkpoint(latest, "checkpoint to resume from")
         if network is not None:
             check_fits(latest, network, "checkpoint to resume from")
+        else:
+            check_checkpoint(latest, "checkpoint to resume from")
         return latest
     earlier = [p for p in (Path(latest) if latest else None, Path(output_dir) / "model_final.pt") if p and p.is_file()]
     if earlier and not overwrite:
@@ -200,16 +201,13 @@ def rank_handlers(handlers: Sequence, is_rank0: bool) -> list:
 
 class ValidationCurve:
     """Record Dice per label after every validation: one JSON line per round in `path` (with the trainer's
-    iteration and time) and `val_dice/<label>` scalars in TensorBoard, so the docs can show where training
-    flattened. Reads the per-image, per-label scores MONAI's MeanDice handler keeps (`save_details`);
-    MONAI's stats handlers log only the scalar mean."""
+    iteration and time), so the docs can show where training flattened. Reads the per-image, per-label scores
+    MONAI's MeanDice handler keeps (`save_details`); MONAI's stats handlers log only the scalar mean."""
 
     def __init__(self, path: str | Path, trainer=None, metric_name: str = "val_mean_dice",
-                 include_background: bool = False, summary_writer=None) -> None:
+                 include_background: bool = False) -> None:
         self.path, self.trainer, self.metric_name = Path(path), trainer, metric_name
         self.offset = 0 if include_background else 1
-        self.writer = summary_writer
-        self._t0 = None
 
     def attach(self, evaluator) -> None:
         from ignite.engine import Events
@@ -236,8 +234,3 @@ class ValidationCurve:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
-        if self.writer is not None:
-            for key, value in per_label.items():
-                if value is not None:
-                    self.writer.add_scalar(f"val_dice/{key}", value, record["iteration"])
-            self.writer.flush()
