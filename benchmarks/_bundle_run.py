@@ -69,7 +69,7 @@ def overrides_for(profile: str, work: Path) -> dict:
     """{} for the shipped default profile (checks the weights exist); tiny smoke-mode overrides otherwise."""
     if profile == "default":
         missing = [p for p in (ROOT / "bundles" / "brainspade3d" / "models" / "model.pt",
-                               ROOT / "bundles" / "label_ldm" / "models" / "diffusion.pt") if not p.is_file()]
+                               ROOT / "bundles" / "label_ldm" / "models" / "model.pt") if not p.is_file()]
         if missing:
             sys.exit(f"error: shipped weights missing ({missing[0]}); accepted: --profile tiny, or train/copy the weights first")
         return {}

@@ -174,7 +174,7 @@ def test_default_main_command_resolves_to_the_shipped_files():
     net = parser.get_parsed_content("network_def")
     assert net.input_shape == get_profile("default").shape
     ldm = parser.get_parsed_content("label_ldm")
-    assert Path(ldm.get_parsed_content("diffusion_path")).parts[-3:] == ("label_ldm", "models", "diffusion.pt")
+    assert Path(ldm.get_parsed_content("diffusion_path")).parts[-3:] == ("label_ldm", "models", "model.pt")
     assert ldm["num_samples"] == 1 and ldm["profile"] == "default"
 
 

@@ -87,13 +87,13 @@ def test_paper_profile_builds_the_reference_networks():
     assert list(unet.unet.block_out_channels) == [64, 128, 256, 512]
     assert 190e6 < n_unet < 205e6, n_unet  # the reference UNet: 197 M parameters
     assert 1e6 < n_ae < 2e6, n_ae
-    assert p.get_parsed_content("diffusion_path").endswith("diffusion_paper.pt")
+    assert p.get_parsed_content("diffusion_path").endswith("model_paper.pt")
     # inference/evaluation take the same sizes through inference.yaml's common_overrides
     q = _paper_parser(["inference.yaml", "paper.yaml"])
     common = q.get_parsed_content("common")
     assert common.get_parsed_content("latent_shape") == [8, 32, 40, 32]
     assert common.get_parsed_content("ldm_channels") == [64, 128, 256, 512]
-    assert q.get_parsed_content("autoencoder_path").endswith("autoencoder_paper.pt")
+    assert q.get_parsed_content("autoencoder_path").endswith("model_autoencoder_paper.pt")
 
 
 @pytest.mark.parametrize("name", ["train_autoencoder.yaml", "train_diffusion.yaml"])

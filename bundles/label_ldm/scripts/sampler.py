@@ -113,7 +113,7 @@ def condition_space(diffusion_path: str | Path) -> ConditionSpace:
         return _space(meta)
     except (OSError, KeyError, AttributeError, RuntimeError, ValueError) as exc:
         raise InputError(f"diffusion weights {str(p)!r} give no conditioning table ({type(exc).__name__}); accepted: "
-                         "models/diffusion.pt or a checkpoint written by train_diffusion.yaml") from None
+                         "models/model.pt or a checkpoint written by train_diffusion.yaml") from None
 
 
 def decode_latent(autoencoder: torch.nn.Module, z: torch.Tensor, roi_size: Sequence[int] | None = None,
@@ -222,7 +222,7 @@ class LabelSampler:
         meta = ckpt.get("meta", ckpt)  # exported file: flat; training checkpoint: under 'meta'
         if "scale_factor" not in meta:
             raise InputError(f"diffusion weights {self.diffusion_path!r} lack the latent scale factor; accepted: "
-                             "models/diffusion.pt or a checkpoint written by train_diffusion.yaml")
+                             "models/model.pt or a checkpoint written by train_diffusion.yaml")
         trained_profile = str(meta.get("profile", ""))
         if trained_profile and trained_profile != profile.name:
             raise InputError(f"diffusion weights {self.diffusion_path!r} were trained for profile {trained_profile!r}, "
