@@ -27,8 +27,7 @@ def test_metadata_complete_and_true_to_the_label_table():
     assert META["monai_version"] and META["pytorch_version"] and META["numpy_version"]
     for pkg in ("nibabel", "pytorch-ignite", "scipy", "brainspade"):
         assert pkg in META["required_packages_version"], pkg
-    labels = {int(k): v for k, v in META["label_classes"].items()}
-    assert labels == LABEL_NAMES
+    assert all(f"{code} {name}" in META["label_classes"] for code, name in LABEL_NAMES.items())  # a string (schema)
     out = META["network_data_format"]["outputs"]["pred"]
     assert {int(k): v for k, v in out["channel_def"].items()} == LABEL_NAMES
     cond = META["network_data_format"]["inputs"]["condition"]
