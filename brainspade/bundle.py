@@ -65,6 +65,11 @@ def import_scripts(bundle_root: str | Path, alias: str) -> ModuleType:
     return module
 
 
+# the same function under a name a config expression can call: MONAI 1.6.1 parses any `$` expression that holds
+# the word "import" as an import statement (exported bundles load their scripts through this name)
+load_scripts = import_scripts
+
+
 def bundle_version(bundle_root: str | Path) -> str:
     """The bundle's version from its configs/metadata.json (recorded in every output's sidecar JSON)."""
     meta = Path(bundle_root) / "configs" / "metadata.json"

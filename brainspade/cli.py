@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, is_input_error
 
 
 def run_guarded(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -17,7 +17,9 @@ def run_guarded(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """
     try:
         return fn(*args, **kwargs)
-    except InputError as exc:
+    except Exception as exc:  # InputError of any copy of this library (errors.is_input_error says why)
+        if not is_input_error(exc):
+            raise
         print(f"error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
 
