@@ -10,6 +10,22 @@ import torch
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shipped_weights_untouched():
+    """No test may replace a bundle's shipped weights (training publishes to models/model.pt by default)."""
+    import hashlib
+    from pathlib import Path
+
+    models = sorted((Path(__file__).resolve().parent.parent / "bundles").glob("*/models/*.pt"))
+
+    def digests() -> dict[str, str]:
+        return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in models if p.is_file()}
+
+    before = digests()
+    yield
+    assert digests() == before, "a test replaced a bundle's shipped weights"
+
+
 @pytest.fixture(scope="session")
 def tiny_phantoms(tmp_path_factory):
     """A 6-subject tiny-profile phantom dataset (all pathologies); returns the datalist path."""

@@ -98,11 +98,33 @@ def test_monai_label_train_task_runs_with_its_overrides(tiny_phantoms, tmp_path)
     data = [{"image": str(d / e["t1"]), "label": str(d / e["label"])} for e in entries["training"]]
     val = [{"image": str(d / e["flair"]), "label": str(d / e["label"])} for e in entries["validation"][:1]]
     ov = tiny_train_overrides(tiny_phantoms, tmp_path / "run")
+    # publish_path stands in for <bundle>/models/model.pt (the repository's shipped weights stay untouched)
     ov.update({"bundle_root": str(BUNDLE), "train#trainer#max_epochs": 1, "train#dataset#data": data,
-               "device": torch.device("cpu"), "train#handlers": handlers, "validate#dataset#data": val})
+               "device": torch.device("cpu"), "train#handlers": handlers, "validate#dataset#data": val,
+               "publish_model": True, "publish_path": str(weights)})
+    before = weights.read_bytes()
     run(run_id="run", init_id=None, final_id=None, meta_file=META, config_file=TRAIN, **ov)
     assert (tmp_path / "run" / "model_final.pt").is_file()
-    assert (tmp_path / "run" / "model.pt").is_file()  # best validation model, as MONAI Label publishes it
+    best = (tmp_path / "run" / "model.pt").read_bytes()  # best validation model
+    assert weights.read_bytes() == best != before  # published where MONAI Label's infer loads it
+    # a second train request is a new round from the published weights, not a no-op resume of the finished run
+    ov["train#handlers"] = list(parser.get("train#handlers"))
+    ov["train#handlers"].insert(0, dict(handlers[0]))
+    run(run_id="run", init_id=None, final_id=None, meta_file=META, config_file=TRAIN, **ov)
+    assert weights.read_bytes() not in (best, before)
+
+
+def test_publish_skipped_when_training_stops_early(tiny_phantoms, tmp_path):
+    """A run ended by its time limit leaves models/model.pt alone (a resume that finishes publishes)."""
+    from monai.bundle import run
+
+    target = _tiny_weights(tmp_path / "models" / "model.pt")
+    before = target.read_bytes()
+    ov = tiny_train_overrides(tiny_phantoms, tmp_path / "run", publish_model=True, publish_path=str(target),
+                              max_epochs=100000, time_limit_s=1)
+    run(meta_file=META, config_file=TRAIN, **ov)
+    assert (tmp_path / "run" / "model_final.pt").is_file()  # the run did stop, and saved what it had
+    assert target.read_bytes() == before
 
 
 def test_multi_gpu_config_layers_over_train():

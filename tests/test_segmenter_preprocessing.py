@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -107,3 +109,32 @@ def test_monai_label_string_entries_pass_the_input_chain(real_scan):
     infer = _parser(INFER)
     out = infer.get_parsed_content("preprocessing")({"image": str(real_scan), "image_path": str(real_scan)})
     assert out["image_path"] == str(real_scan) and out["image"].shape[0] == 1
+
+
+@pytest.mark.parametrize("case, pattern", [
+    ("4d", r"has 3 volumes \(shape \(12, 12, 12\)\); accepted: one 3D volume"),
+    ("nan", r"holds NaN or infinite values; accepted: finite"),
+    ("zeros", r"is empty \(all zeros\)"),
+])
+def test_input_chain_refuses_what_the_network_cannot_segment(tmp_path, case, pattern):
+    """The checks live in the data path, so clients that bypass the CLI (MONAI Label) get the same clear error
+    instead of a channel mismatch in the UNet (4D) or a silent all-background answer (NaN)."""
+    import nibabel as nib
+
+    from brainspade.errors import InputError
+
+    data = np.random.default_rng(0).random((12, 12, 12, 3) if case == "4d" else (12, 12, 12)).astype(np.float32)
+    if case == "nan":
+        data[3, 3, 3] = np.nan
+    if case == "zeros":
+        data[:] = 0
+    path = tmp_path / f"{case}.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.diag([2.0, 2.0, 2.0, 1.0])), str(path))
+    chain = Compose(_parser(INFER).get_parsed_content("preprocessing").transforms)
+    with pytest.raises(Exception) as info:
+        chain({"image": str(path)})
+    err = info.value
+    while not isinstance(err, InputError) and err.__cause__ is not None:  # MONAI wraps transform errors
+        err = err.__cause__
+    assert isinstance(err, InputError)
+    assert re.search(pattern, str(err)), str(err)

@@ -48,6 +48,7 @@ def input_transforms(keys: Sequence[str], spacing: Sequence[float], label_key: s
     chain = [
         LoadImaged(keys=keys, image_only=True, allow_missing_keys=True),
         EnsureChannelFirstd(keys=keys, allow_missing_keys=True),
+        CheckImaged(keys=[k for k in keys if k != label_key]),
         Orientationd(keys=keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")), allow_missing_keys=True),
         SetAsided(prefixes=[f"{k}_" for k in keys]),
         Spacingd(keys=keys, pixdim=list(spacing), mode=modes, allow_missing_keys=True),
@@ -56,6 +57,29 @@ def input_transforms(keys: Sequence[str], spacing: Sequence[float], label_key: s
     if label_key in keys:
         chain.append(EnsureTyped(keys=label_key, dtype=torch.uint8, allow_missing_keys=True))
     return chain
+
+
+class CheckImaged(MapTransform):
+    """Refuse what the network cannot segment, inside the data path, so every client gets the same clear error:
+    the CLI checks files before it writes anything (scripts/inference.py), but MONAI Label and other clients
+    hand the bundle its transforms directly. A 4D series would otherwise fail deep inside the UNet with a
+    channel mismatch, and a NaN volume would come back silently all background."""
+
+    def __init__(self, keys: Sequence[str] = ("image",)) -> None:
+        super().__init__(keys, allow_missing_keys=True)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> Mapping[Hashable, torch.Tensor]:
+        for key in self.key_iterator(data):
+            img = data[key]
+            name = str(getattr(img, "meta", {}).get("filename_or_obj", key))
+            if img.ndim != 4 or img.shape[0] != 1:
+                raise InputError(f"image {name!r} has {img.shape[0]} volumes (shape {tuple(img.shape[1:])}); accepted: "
+                                 "one 3D volume (split 4D series into 3D volumes first)")
+            if not bool(torch.isfinite(torch.as_tensor(img)).all()):
+                raise InputError(f"image {name!r} holds NaN or infinite values; accepted: finite intensities")
+            if not bool(torch.as_tensor(img).any()):
+                raise InputError(f"image {name!r} is empty (all zeros); accepted: a brain MRI volume")
+        return data
 
 
 class ScalePercentilesd(MapTransform):

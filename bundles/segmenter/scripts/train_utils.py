@@ -89,13 +89,15 @@ def check_items(items: Sequence, what: str, need_image: bool = True) -> None:
 
 
 def check_training(train_items: Sequence, val_items: Sequence, ckpt_dir: str | Path, output_dir: str | Path,
-                   resume: bool, overwrite: bool = False, network=None) -> str:
+                   resume: bool, overwrite: bool = False, network=None, init_weights: str | Path = "") -> str:
     """Validate the training run before it starts; returns the checkpoint it will resume from ('' if none).
 
     An earlier run's results are never silently replaced: resume it (`resume: true`), or pass
     `overwrite: true` to start over (stale checkpoints are then removed so a later resume cannot pick them).
     A checkpoint that does not fit `network` (other channels, another network) is refused here, before the
     engine starts: once it runs, MONAI's saver would write the untrained weights as `model_final.pt`.
+    A new run (not a resume) starts from `init_weights` when given (fine-tuning, e.g. the shipped
+    `models/model.pt`): they are checked and loaded into `network` here.
     """
     resume, overwrite = parse_bool(resume, "resume"), parse_bool(overwrite, "overwrite")
     check_items(train_items, "training", need_image=False)
@@ -115,6 +117,8 @@ def check_training(train_items: Sequence, val_items: Sequence, ckpt_dir: str | P
         for p in Path(ckpt_dir).glob("*checkpoint_*.pt"):
             if _ITER.search(p.name):
                 p.unlink(missing_ok=True)  # every torchrun rank runs this check
+    if init_weights and network is not None:
+        check_fits(init_weights, network, "init_weights")  # loads them: the run starts from these weights
     return ""
 
 
@@ -234,3 +238,56 @@ class ValidationCurve:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+
+
+def client_loads_weights(handlers: Sequence) -> bool:
+    """True when a client put its own weight loader among the training handlers: MONAI Label's BundleTrainTask
+    inserts a CheckpointLoader of `models/model.pt` (its `pretrained` option) into `train#handlers`. Such a
+    request is a new round from the published weights, not a resume: resuming the run folder's finished
+    checkpoint would do nothing, and its loader would overwrite the client's weights."""
+    from monai.handlers import CheckpointLoader
+
+    return any(isinstance(h, CheckpointLoader) for h in handlers)
+
+
+class PublishModel:
+    """When training has run all its epochs, write the best validation model (or, without one, the final
+    weights) to `path`, the bundle's `models/model.pt` by default: the file inference.yaml and MONAI Label
+    load, as in the Model Zoo's bundles, so a MONAI Label train request closes the loop. A run stopped early
+    (`time_limit_s`, a crash) publishes nothing: resuming it publishes when it finishes. Written next to the
+    target and renamed over it, so a reader never loads a half-written file. Only rank 0 writes."""
+
+    def __init__(self, path: str | Path, best_model: str | Path, network, enabled: bool = True) -> None:
+        self.path, self.best_model, self.network = Path(path), Path(best_model), network
+        self.enabled = parse_bool(enabled, "publish_model")
+
+    def attach(self, trainer) -> None:
+        from ignite.engine import Events
+
+        if self.enabled:
+            trainer.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, trainer) -> None:
+        import logging
+
+        import ignite.distributed as idist
+        import torch
+
+        log = logging.getLogger(__name__)
+        if trainer.state.epoch < (trainer.state.max_epochs or 0):
+            log.info(f"training stopped at epoch {trainer.state.epoch}/{trainer.state.max_epochs}: "
+                     f"{self.path} not updated (resume to finish)")
+            return
+        if idist.get_rank() != 0:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            if self.best_model.is_file():
+                shutil.copyfile(self.best_model, tmp)
+            else:
+                torch.save(getattr(self.network, "module", self.network).state_dict(), tmp)
+            os.replace(tmp, self.path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        log.info(f"published the trained model to {self.path}")
