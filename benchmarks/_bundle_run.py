@@ -26,12 +26,19 @@ def main_command(override_files: list[str], **options) -> list[str]:
 def measured(args: list[str], env: dict | None = None) -> dict:
     """Run `args` in a fresh child of a fresh wrapper process: wall seconds and that child's peak RSS alone
     (getrusage(RUSAGE_CHILDREN) is a maximum over all waited-for children, so every run gets its own wrapper)."""
-    wrapper = ("import json,resource,subprocess,sys,time;a=json.loads(sys.argv[1]);t=time.perf_counter();"
-               "r=subprocess.run(a,capture_output=True,text=True);dt=time.perf_counter()-t;"
-               "print(json.dumps({'rc':r.returncode,'wall_s':dt,'peak_rss_mb':resource.getrusage(resource.RUSAGE_CHILDREN)"
-               ".ru_maxrss/1024,'stderr':r.stderr[-2000:],'stdout':r.stdout[-4000:]}))")
-    res = subprocess.run([sys.executable, "-c", wrapper, json.dumps(args)], capture_output=True, text=True,
-                         env={**os.environ, **(env or {})}, cwd=str(ROOT))
+    wrapper = (
+        "import json,resource,subprocess,sys,time;a=json.loads(sys.argv[1]);t=time.perf_counter();"
+        "r=subprocess.run(a,capture_output=True,text=True);dt=time.perf_counter()-t;"
+        "print(json.dumps({'rc':r.returncode,'wall_s':dt,'peak_rss_mb':resource.getrusage(resource.RUSAGE_CHILDREN)"
+        ".ru_maxrss/1024,'stderr':r.stderr[-2000:],'stdout':r.stdout[-4000:]}))"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", wrapper, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=str(ROOT),
+    )
     if res.returncode != 0:
         raise RuntimeError(res.stderr[-2000:])
     out = json.loads(res.stdout.strip().splitlines()[-1])
@@ -43,11 +50,20 @@ def measured(args: list[str], env: dict | None = None) -> dict:
 def concurrent(commands: list[list[str]], env: dict | None = None) -> float:
     """Start all commands at once; wall seconds until the last one ends."""
     t = time.perf_counter()
-    procs = [subprocess.Popen(a, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=str(ROOT),
-                              env={**os.environ, **(env or {})}) for a in commands]
+    procs = [
+        subprocess.Popen(
+            a,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=str(ROOT),
+            env={**os.environ, **(env or {})},
+        )
+        for a in commands
+    ]
     errs = [p.communicate()[1] for p in procs]
     dt = time.perf_counter() - t
-    for p, e in zip(procs, errs):
+    for p, e in zip(procs, errs, strict=True):
         if p.returncode != 0:
             raise RuntimeError(e[-2000:])
     return dt
@@ -60,18 +76,27 @@ def tiny_overrides(work: Path) -> dict:
 
     from brainspade.phantom import generate_dataset
 
-    datalist = generate_dataset(work / "phantoms", num_subjects=3, profile="tiny", seed=0, split=(1.0, 0.0, 0.0),
-                                workers=1)
+    datalist = generate_dataset(
+        work / "phantoms", num_subjects=3, profile="tiny", seed=0, split=(1.0, 0.0, 0.0), workers=1
+    )
     return make_tiny_chain(datalist, work / "weights")
 
 
 def overrides_for(profile: str, work: Path) -> dict:
     """{} for the shipped default profile (checks the weights exist); tiny smoke-mode overrides otherwise."""
     if profile == "default":
-        missing = [p for p in (ROOT / "bundles" / "brainspade3d" / "models" / "model.pt",
-                               ROOT / "bundles" / "label_ldm" / "models" / "model.pt") if not p.is_file()]
+        missing = [
+            p
+            for p in (
+                ROOT / "bundles" / "brainspade3d" / "models" / "model.pt",
+                ROOT / "bundles" / "label_ldm" / "models" / "model.pt",
+            )
+            if not p.is_file()
+        ]
         if missing:
-            sys.exit(f"error: shipped weights missing ({missing[0]}); accepted: --profile tiny, or train/copy the weights first")
+            sys.exit(
+                f"error: shipped weights missing ({missing[0]}); accepted: --profile tiny, or train/copy the weights first"
+            )
         return {}
     if profile != "tiny":
         sys.exit(f"error: --profile {profile!r} is not accepted; accepted: default, tiny")
@@ -86,7 +111,8 @@ def write_override(obj: dict, path: Path) -> str:
 def machine() -> str:
     import platform
 
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads from OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
+    threads = os.environ.get("OMP_NUM_THREADS", "unset")
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads from OMP_NUM_THREADS={threads}"
 
 
 def workdir() -> tempfile.TemporaryDirectory:
@@ -97,8 +123,11 @@ def write_result(name: str, profile: str, res: dict, output: str | None = None) 
     """results/<name>.json for the default profile (results/<name>_<profile>.json otherwise), printed too."""
     from brainspade.io import save_json
 
-    out = Path(output) if output else ROOT / "benchmarks" / "results" / (
-        f"{name}.json" if profile == "default" else f"{name}_{profile}.json")
+    out = (
+        Path(output)
+        if output
+        else ROOT / "benchmarks" / "results" / (f"{name}.json" if profile == "default" else f"{name}_{profile}.json")
+    )
     save_json(out, res)
     print(json.dumps(res))
     return out

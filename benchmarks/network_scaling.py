@@ -23,10 +23,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # (bundle, network id, what one forward means)
-CASES = (("label_ldm", "autoencoder_def", "decode latent -> 10-channel map (train: encode + decode)"),
-         ("label_ldm", "network_def", "one diffusion UNet step (batch 2: guided + unguided)"),
-         ("brainspade3d", "network_def", "label map + contrast -> image (train: + style encoder)"),
-         ("segmenter", "network_def", "image -> 10-class logits (whole volume)"))
+CASES = (
+    ("label_ldm", "autoencoder_def", "decode latent -> 10-channel map (train: encode + decode)"),
+    ("label_ldm", "network_def", "one diffusion UNet step (batch 2: guided + unguided)"),
+    ("brainspade3d", "network_def", "label map + contrast -> image (train: + style encoder)"),
+    ("segmenter", "network_def", "image -> 10-class logits (whole volume)"),
+)
 
 
 def _configs(bundle: str, paper_widths: bool) -> list[str]:
@@ -50,8 +52,9 @@ def _inputs(bundle: str, net_id: str, parser, shape, train: bool = False):
         if net_id == "autoencoder_def":
             return lambda net: net.decode(torch.randn(1, lat_c, *lat))
         k = len(parser.get_parsed_content("condition_keys"))
-        return lambda net: net(torch.randn(2, lat_c, *lat), timesteps=torch.tensor([500, 500]),
-                               context=torch.randn(2, 1, k))
+        return lambda net: net(
+            torch.randn(2, lat_c, *lat), timesteps=torch.tensor([500, 500]), context=torch.randn(2, 1, k)
+        )
     if bundle == "brainspade3d":
         pv = torch.softmax(torch.randn(1, 10, *shape), 1)
         if train:  # style encoder + generator, as in a training step
@@ -62,7 +65,10 @@ def _inputs(bundle: str, net_id: str, parser, shape, train: bool = False):
 
 
 # config id of each bundle's gradient-checkpointing switch (networks without one are run as they are)
-CHECKPOINT_IDS = {"label_ldm": {"autoencoder_def": "ae_use_checkpoint"}, "brainspade3d": {"network_def": "use_checkpoint"}}
+CHECKPOINT_IDS = {
+    "label_ldm": {"autoencoder_def": "ae_use_checkpoint"},
+    "brainspade3d": {"network_def": "use_checkpoint"},
+}
 
 
 def _step(fwd, net, train: bool) -> None:
@@ -105,12 +111,21 @@ def run_case(i: int, profile: str, reps: int, paper_widths: bool, train: bool = 
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - t0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    row = {"bundle": bundle, "network": net_id, "what": what + (" + backward" if train else ""), "profile": profile,
-           "shape": shape, "widths": "paper" if paper_widths else "config default", "mode": "train" if train else "forward",
-           "checkpointing": bool(use_ckpt and ckpt_id), "device": device.type,
-           "params_M": round(sum(p.numel() for p in net.parameters()) / 1e6, 2),
-           "seconds": round(min(times), 3), "peak_rss_gb": round(peak / 2**20, 2),
-           "forward_rss_gb": round((peak - base) / 2**20, 2)}
+    row = {
+        "bundle": bundle,
+        "network": net_id,
+        "what": what + (" + backward" if train else ""),
+        "profile": profile,
+        "shape": shape,
+        "widths": "paper" if paper_widths else "config default",
+        "mode": "train" if train else "forward",
+        "checkpointing": bool(use_ckpt and ckpt_id),
+        "device": device.type,
+        "params_M": round(sum(p.numel() for p in net.parameters()) / 1e6, 2),
+        "seconds": round(min(times), 3),
+        "peak_rss_gb": round(peak / 2**20, 2),
+        "forward_rss_gb": round((peak - base) / 2**20, 2),
+    }
     if cuda:
         row["peak_gpu_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     return row
@@ -140,23 +155,31 @@ def main() -> None:
             cmd += ["--checkpoint"] if a.checkpoint else []
             out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
             if out.returncode:
-                rows.append({"bundle": CASES[i][0], "network": CASES[i][1], "profile": prof,
-                             "error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed"})
+                rows.append(
+                    {
+                        "bundle": CASES[i][0],
+                        "network": CASES[i][1],
+                        "profile": prof,
+                        "error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed",
+                    }
+                )
             else:
                 rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
     # ratios paper/default per network, measured in this one run
-    for i, (bundle, net_id, _) in enumerate(CASES):
+    for bundle, net_id, _ in CASES:
         got = {r["profile"]: r for r in rows if r["bundle"] == bundle and r["network"] == net_id and "seconds" in r}
         if "default" in got and "paper" in got:
-            print(f"{bundle}/{net_id}: paper/default time x{got['paper']['seconds'] / max(got['default']['seconds'], 1e-9):.1f}, "
-                  f"forward memory x{got['paper']['forward_rss_gb'] / max(got['default']['forward_rss_gb'], 1e-3):.1f}")
+            print(
+                f"{bundle}/{net_id}: paper/default time x{got['paper']['seconds'] / max(got['default']['seconds'], 1e-9):.1f}, "
+                f"forward memory x{got['paper']['forward_rss_gb'] / max(got['default']['forward_rss_gb'], 1e-3):.1f}"
+            )
     from brainspade.io import save_json
 
     name = "network_scaling" + ("_train" if a.train else "") + ("_checkpoint" if a.checkpoint else "")
-    save_json(Path(__file__).parent / "results" / f"{name}.json",
-              {"benchmark": name, "cases": rows,
-               "machine": _machine()})
+    save_json(
+        Path(__file__).parent / "results" / f"{name}.json", {"benchmark": name, "cases": rows, "machine": _machine()}
+    )
 
 
 def _machine() -> str:

@@ -30,10 +30,17 @@ def main() -> None:
         generate_dataset(Path(tmp) / "d", a.num_subjects, a.profile, seed=0, workers=a.workers)
         dt = time.perf_counter() - t0
     target_s = 300.0 * a.num_subjects / 100
-    res = {"benchmark": "phantom_generation", "profile": a.profile, "subjects": a.num_subjects,
-           "workers": a.workers, "seconds": round(dt, 1), "subjects_per_min": round(a.num_subjects / dt * 60, 1),
-           "target_seconds": target_s, "ratio_to_target": round(dt / target_s, 3),
-           "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"}
+    res = {
+        "benchmark": "phantom_generation",
+        "profile": a.profile,
+        "subjects": a.num_subjects,
+        "workers": a.workers,
+        "seconds": round(dt, 1),
+        "subjects_per_min": round(a.num_subjects / dt * 60, 1),
+        "target_seconds": target_s,
+        "ratio_to_target": round(dt / target_s, 3),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+    }
     print(json.dumps(res))
     save_json(Path(__file__).parent / "results" / "phantom_generation.json", res)
 

@@ -1,6 +1,6 @@
 """Collect benchmarks/results/*.json (written by each benchmark script) into benchmarks/README.md's table.
 
-    python benchmarks/report.py
+python benchmarks/report.py
 """
 
 from __future__ import annotations

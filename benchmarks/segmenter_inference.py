@@ -90,10 +90,16 @@ def main(argv: list[str] | None = None) -> dict:
         ckpt, weights = _weights(tmp)
         items = [{"image": im, "id": f"v{i}"} for i, im in enumerate(images)]
         (tmp / "list.json").write_text(json.dumps({"testing": items}))
-        wf = ConfigWorkflow(config_file=str(BUNDLE / "configs" / "inference.yaml"), workflow_type="inference",
-                            meta_file=str(BUNDLE / "configs" / "metadata.json"),
-                            logging_file=str(BUNDLE / "configs" / "logging.conf"), bundle_root=str(BUNDLE),
-                            datalist=str(tmp / "list.json"), output_dir=str(tmp / "out"), ckpt_path=ckpt)
+        wf = ConfigWorkflow(
+            config_file=str(BUNDLE / "configs" / "inference.yaml"),
+            workflow_type="inference",
+            meta_file=str(BUNDLE / "configs" / "metadata.json"),
+            logging_file=str(BUNDLE / "configs" / "logging.conf"),
+            bundle_root=str(BUNDLE),
+            datalist=str(tmp / "list.json"),
+            output_dir=str(tmp / "out"),
+            ckpt_path=ckpt,
+        )
         wf.initialize()
         evaluator = wf.parser.get_parsed_content("evaluator")
         stamps: list[float] = []
@@ -106,14 +112,28 @@ def main(argv: list[str] | None = None) -> dict:
     per = np.diff(stamps)
     timed = per[1:] if len(per) > 1 else per
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
-    res = {"benchmark": "segmenter_inference", "input": "random default-grid volumes" if a.quick else
-           "MNI152 2009 T1, 1 mm, 197x233x189 (RAS and reoriented in turn)", "weights": weights, "quick": bool(a.quick),
-           "volumes": int(len(timed)), "threads": a.threads, "warmup_seconds": round(float(per[0]), 2),
-           "seconds_per_volume": round(float(np.mean(timed)), 2), "max_seconds": round(float(np.max(timed)), 2),
-           "target_seconds": TARGET_S, "ratio_to_target": round(float(np.mean(timed)) / TARGET_S, 3),
-           "peak_rss_mb": round(rss_mb, 1), "target_peak_rss_mb": 3072, "outputs_written": len(written),
-           "device": "cuda" if torch.cuda.is_available() else "cpu",
-           "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"}
+    res = {
+        "benchmark": "segmenter_inference",
+        "input": (
+            "random default-grid volumes"
+            if a.quick
+            else "MNI152 2009 T1, 1 mm, 197x233x189 (RAS and reoriented in turn)"
+        ),
+        "weights": weights,
+        "quick": bool(a.quick),
+        "volumes": int(len(timed)),
+        "threads": a.threads,
+        "warmup_seconds": round(float(per[0]), 2),
+        "seconds_per_volume": round(float(np.mean(timed)), 2),
+        "max_seconds": round(float(np.max(timed)), 2),
+        "target_seconds": TARGET_S,
+        "ratio_to_target": round(float(np.mean(timed)) / TARGET_S, 3),
+        "peak_rss_mb": round(rss_mb, 1),
+        "target_peak_rss_mb": 3072,
+        "outputs_written": len(written),
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+    }
     print(json.dumps(res))
     save_json(a.output, res)
     return res

@@ -29,9 +29,13 @@ def _parts(overrides: dict):
     parser = ConfigParser()
     parser.read_config(str(BUNDLE / "configs" / "train.yaml"))
     parser.update({"bundle_root": str(BUNDLE), **overrides})
-    return (parser.get_parsed_content("network_def"), parser.get_parsed_content("loss"),
-            parser.get_parsed_content("patch_size"), int(parser.get_parsed_content("num_samples")),
-            parser.get_parsed_content("roi_size"))
+    return (
+        parser.get_parsed_content("network_def"),
+        parser.get_parsed_content("loss"),
+        parser.get_parsed_content("patch_size"),
+        int(parser.get_parsed_content("num_samples")),
+        parser.get_parsed_content("roi_size"),
+    )
 
 
 def _time(fn, steps: int) -> float:
@@ -70,7 +74,10 @@ def measure(steps: int, overrides: dict) -> dict:
             with torch.no_grad():
                 inferer(volume, net)
 
-        out[mode] = {"train_step_s": round(_time(step, steps), 4), "inference_s": round(_time(infer, max(1, steps // 2)), 4)}
+        out[mode] = {
+            "train_step_s": round(_time(step, steps), 4),
+            "inference_s": round(_time(infer, max(1, steps // 2)), 4),
+        }
     for mode in ("bf16", "bf16_channels_last"):
         out[f"train_speedup_{mode}"] = round(out["fp32"]["train_step_s"] / out[mode]["train_step_s"], 2)
         out[f"inference_speedup_{mode}"] = round(out["fp32"]["inference_s"] / out[mode]["inference_s"], 2)
@@ -79,9 +86,15 @@ def measure(steps: int, overrides: dict) -> dict:
 
 def _kwargs(net) -> dict:
     """Constructor arguments of MONAI's UNet as built by the config (so each mode gets an identical fresh net)."""
-    return {"spatial_dims": net.dimensions, "in_channels": net.in_channels, "out_channels": net.out_channels,
-            "channels": list(net.channels), "strides": list(net.strides), "num_res_units": net.num_res_units,
-            "norm": net.norm}
+    return {
+        "spatial_dims": net.dimensions,
+        "in_channels": net.in_channels,
+        "out_channels": net.out_channels,
+        "channels": list(net.channels),
+        "strides": list(net.strides),
+        "num_res_units": net.num_res_units,
+        "norm": net.norm,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -98,8 +111,13 @@ def main(argv: list[str] | None = None) -> dict:
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     overrides = {"profile": "tiny", "channels": [4, 8, 16, 32], "num_samples": 1} if a.quick else {}
-    res = {"benchmark": "segmenter_precision", "threads": a.threads, "quick": bool(a.quick),
-           **measure(2 if a.quick else a.steps, overrides), "machine": machine()}
+    res = {
+        "benchmark": "segmenter_precision",
+        "threads": a.threads,
+        "quick": bool(a.quick),
+        **measure(2 if a.quick else a.steps, overrides),
+        "machine": machine(),
+    }
     write_result("segmenter_precision", "tiny" if a.quick else "default", res, a.output)
     return res
 

@@ -21,14 +21,15 @@ from pathlib import Path
 from _bundle_run import concurrent, machine, main_command, overrides_for, workdir, write_override, write_result
 
 
-
 def _digest(folder: Path) -> dict[str, str]:
     """Voxel content of every NIfTI (headers hold no time stamps, but compare voxels to be safe)."""
     import nibabel as nib
     import numpy as np
 
-    return {f.name: hashlib.sha1(np.asarray(nib.load(str(f)).dataobj).tobytes()).hexdigest()
-            for f in sorted(folder.glob("sample-*.nii.gz"))}
+    return {
+        f.name: hashlib.sha1(np.asarray(nib.load(str(f)).dataobj).tobytes()).hexdigest()
+        for f in sorted(folder.glob("sample-*.nii.gz"))
+    }
 
 
 def main() -> None:
@@ -47,8 +48,13 @@ def main() -> None:
         files = [write_override(over, work / "over.json")] if over else []
         opts = {"num_samples": a.num_samples, "seed": 0, "preview": False}
         t1 = concurrent([main_command(files, output_dir=work / "one", **opts)], env)
-        tp = concurrent([main_command(files, output_dir=work / "many", shard=i, num_shards=a.processes, **opts)
-                         for i in range(a.processes)], env)
+        tp = concurrent(
+            [
+                main_command(files, output_dir=work / "many", shard=i, num_shards=a.processes, **opts)
+                for i in range(a.processes)
+            ],
+            env,
+        )
         same = _digest(work / "one") == _digest(work / "many") and (work / "many" / "datalist.json").is_file()
         pair_s = [json.loads(f.read_text())["time_s"] for f in sorted((work / "one").glob("sample-*.json"))]
         per_shard = [0.0] * a.processes
@@ -56,15 +62,27 @@ def main() -> None:
             side = json.loads(f.read_text())
             per_shard[side["shard"][0]] += side["time_s"]
     speedup = t1 / tp
-    res = {"benchmark": "sharded_generation", "profile": a.profile, "num_samples": a.num_samples,
-           "processes": a.processes, "threads_per_process": threads, "one_process_s": round(t1, 2),
-           "sharded_s": round(tp, 2), "speedup": round(speedup, 2), "efficiency": round(speedup / a.processes, 3),
-           "mean_pair_s": round(sum(pair_s) / len(pair_s), 3),
-           # start-up excluded: the samples' own times, 1 process vs the slowest shard (core contention only)
-           "generation_efficiency": round(sum(pair_s) / (a.processes * max(per_shard)), 3), "identical_samples": same, "machine": machine()}
-    print(f"{a.num_samples} pairs: 1 process {t1:.1f} s, {a.processes} processes {tp:.1f} s -> speed-up x{speedup:.2f}, "
-          f"efficiency {speedup / a.processes:.0%}; identical samples: {same}")
-    write_result('sharded_generation', a.profile, res, a.output)
+    res = {
+        "benchmark": "sharded_generation",
+        "profile": a.profile,
+        "num_samples": a.num_samples,
+        "processes": a.processes,
+        "threads_per_process": threads,
+        "one_process_s": round(t1, 2),
+        "sharded_s": round(tp, 2),
+        "speedup": round(speedup, 2),
+        "efficiency": round(speedup / a.processes, 3),
+        "mean_pair_s": round(sum(pair_s) / len(pair_s), 3),
+        # start-up excluded: the samples' own times, 1 process vs the slowest shard (core contention only)
+        "generation_efficiency": round(sum(pair_s) / (a.processes * max(per_shard)), 3),
+        "identical_samples": same,
+        "machine": machine(),
+    }
+    print(
+        f"{a.num_samples} pairs: 1 process {t1:.1f} s, {a.processes} processes {tp:.1f} s -> speed-up x{speedup:.2f}, "
+        f"efficiency {speedup / a.processes:.0%}; identical samples: {same}"
+    )
+    write_result("sharded_generation", a.profile, res, a.output)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,16 @@ from .profiles import PROFILES, Profile, get_profile
 
 __version__ = "0.1.0"
 __all__ = [
-    "CONTRASTS", "check_contrasts", "CONDITION_KEYS", "LABELS", "LESIONS", "NUM_LABELS",
-    "int_to_pv", "pv_to_int", "lesion_volumes_ml", "PROFILES", "Profile", "get_profile",
+    "CONTRASTS",
+    "check_contrasts",
+    "CONDITION_KEYS",
+    "LABELS",
+    "LESIONS",
+    "NUM_LABELS",
+    "int_to_pv",
+    "pv_to_int",
+    "lesion_volumes_ml",
+    "PROFILES",
+    "Profile",
+    "get_profile",
 ]

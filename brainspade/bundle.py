@@ -102,7 +102,8 @@ def latest_checkpoint(ckpt_dir: str | Path, pattern: str = "*.pt") -> str | None
     for path in ordered:
         if zipfile.is_zipfile(path):
             return str(path)
-        print(f"warning: skipping incomplete checkpoint {str(path)!r} (interrupted while being written)",
-              file=sys.stderr)
+        print(
+            f"warning: skipping incomplete checkpoint {str(path)!r} (interrupted while being written)", file=sys.stderr
+        )
     # none complete: the newest, so that the loader's own check names the damaged file (no silent fresh start)
     return str(ordered[0]) if ordered else None

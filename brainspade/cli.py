@@ -43,8 +43,10 @@ def parse_bool(value: Any, name: str) -> bool:
             return True
         if word in FALSE_WORDS:
             return False
-    raise InputError(f"{name}={value!r} is not a boolean; accepted: {'/'.join(TRUE_WORDS[:4])} or "
-                     f"{'/'.join(FALSE_WORDS[:4])} (any case), 1 or 0")
+    raise InputError(
+        f"{name}={value!r} is not a boolean; accepted: {'/'.join(TRUE_WORDS[:4])} or "
+        f"{'/'.join(FALSE_WORDS[:4])} (any case), 1 or 0"
+    )
 
 
 def parse_int(value: Any, name: str, lo: int, hi: int) -> int:

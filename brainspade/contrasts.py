@@ -15,20 +15,60 @@ CONTRASTS: tuple[str, ...] = ("t1", "t2", "flair", "t1ce")
 
 # label key -> mean intensity per contrast (background 0). Order of keys follows labels.LABELS.
 INTENSITY_PRIORS: dict[str, dict[str, float]] = {
-    "t1":    {"background": 0.0, "csf": 0.25, "gm": 0.62, "wm": 0.90, "dgm": 0.70, "brainstem": 0.80,
-              "wmh": 0.68, "tumour": 0.35, "oedema": 0.55, "enhancing": 0.60},
-    "t2":    {"background": 0.0, "csf": 1.00, "gm": 0.55, "wm": 0.38, "dgm": 0.48, "brainstem": 0.45,
-              "wmh": 0.78, "tumour": 0.90, "oedema": 0.82, "enhancing": 0.66},
-    "flair": {"background": 0.0, "csf": 0.10, "gm": 0.62, "wm": 0.48, "dgm": 0.55, "brainstem": 0.52,
-              "wmh": 0.95, "tumour": 0.60, "oedema": 0.92, "enhancing": 0.75},
-    "t1ce":  {"background": 0.0, "csf": 0.25, "gm": 0.62, "wm": 0.88, "dgm": 0.70, "brainstem": 0.78,
-              "wmh": 0.66, "tumour": 0.32, "oedema": 0.55, "enhancing": 1.00},
+    "t1": {
+        "background": 0.0,
+        "csf": 0.25,
+        "gm": 0.62,
+        "wm": 0.90,
+        "dgm": 0.70,
+        "brainstem": 0.80,
+        "wmh": 0.68,
+        "tumour": 0.35,
+        "oedema": 0.55,
+        "enhancing": 0.60,
+    },
+    "t2": {
+        "background": 0.0,
+        "csf": 1.00,
+        "gm": 0.55,
+        "wm": 0.38,
+        "dgm": 0.48,
+        "brainstem": 0.45,
+        "wmh": 0.78,
+        "tumour": 0.90,
+        "oedema": 0.82,
+        "enhancing": 0.66,
+    },
+    "flair": {
+        "background": 0.0,
+        "csf": 0.10,
+        "gm": 0.62,
+        "wm": 0.48,
+        "dgm": 0.55,
+        "brainstem": 0.52,
+        "wmh": 0.95,
+        "tumour": 0.60,
+        "oedema": 0.92,
+        "enhancing": 0.75,
+    },
+    "t1ce": {
+        "background": 0.0,
+        "csf": 0.25,
+        "gm": 0.62,
+        "wm": 0.88,
+        "dgm": 0.70,
+        "brainstem": 0.78,
+        "wmh": 0.66,
+        "tumour": 0.32,
+        "oedema": 0.55,
+        "enhancing": 1.00,
+    },
 }
 
 
 def check_contrasts(contrast: str | Sequence[str]) -> list[str]:
     """Normalise one contrast or several ("t1", "t1,flair", ["t1", "t2"]) to a checked list."""
-    items = [c for c in (contrast.split(",") if isinstance(contrast, str) else list(contrast))]
+    items = contrast.split(",") if isinstance(contrast, str) else list(contrast)
     names = [str(c).strip().lower() for c in items if str(c).strip()]
     if not names:
         raise InputError(f"no contrast given; accepted: {', '.join(CONTRASTS)}")

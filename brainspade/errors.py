@@ -13,4 +13,5 @@ def is_input_error(exc: BaseException) -> bool:
     the class's name and module so that a bad input to the chained bundle is still one `error:` line.
     """
     return isinstance(exc, InputError) or any(
-        c.__name__ == "InputError" and c.__module__.rsplit(".", 1)[-1] == "errors" for c in type(exc).__mro__)
+        c.__name__ == "InputError" and c.__module__.rsplit(".", 1)[-1] == "errors" for c in type(exc).__mro__
+    )

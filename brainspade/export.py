@@ -43,14 +43,18 @@ NOT_VENDORED = ("export.py",)
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
 
 # the exported configs' bundle folder (ids added to every config that defines `bundle_root`)
-CONFIG_FILES_ARGV = ("$[f.strip(chr(34) + chr(39)) for i, a in enumerate(sys.argv) "
-                     "if a.split('=', 1)[0] in ('--config_file', '--config-file') "
-                     "for f in (a.split('=', 1)[1] if '=' in a else ''.join(sys.argv[i + 1:i + 2]))"
-                     ".replace(',', ' ').replace('[', ' ').replace(']', ' ').split()]")
-BUNDLE_ROOT = ("$next((os.path.dirname(d) for d in (os.path.dirname(os.path.abspath(f)) for f in @config_files_argv) "
-               "if os.path.basename(d) == 'configs' and os.path.isdir(os.path.join(os.path.dirname(d), 'scripts', "
-               f"'{LIB}'))), '.')")
-SCRIPTS_LOADER = f"$runpy.run_path(os.path.join(@bundle_root, 'scripts', '{LIB}', 'bundle.py'))['load_scripts']"
+CONFIG_FILES_ARGV = (
+    "$[f.strip(chr(34) + chr(39)) for i, a in enumerate(sys.argv) "
+    "if a.split('=', 1)[0] in ('--config_file', '--config-file') "
+    "for f in (a.split('=', 1)[1] if '=' in a else ''.join(sys.argv[i + 1:i + 2]))"
+    ".replace(',', ' ').replace('[', ' ').replace(']', ' ').split()]"
+)
+BUNDLE_ROOT = (
+    "$next((os.path.dirname(d) for d in (os.path.dirname(os.path.abspath(f)) for f in @config_files_argv) "
+    "if os.path.basename(d) == 'configs' and os.path.isdir(os.path.join(os.path.dirname(d), 'scripts', "
+    f"{LIB!r}))), '.')"
+)
+SCRIPTS_LOADER = f"$runpy.run_path(os.path.join(@bundle_root, 'scripts', {LIB!r}, 'bundle.py'))['load_scripts']"
 
 _FROM_IMPORT = re.compile(r"^(\s*)from brainspade((?:\.\w+)*) import ", re.M)
 _PLAIN_IMPORT = re.compile(r"^\s*import brainspade\b", re.M)
@@ -93,15 +97,20 @@ def rewrite_config(text: str, bundle: str) -> tuple[str, set[str]]:
     def root(m: re.Match) -> str:
         indent, key, name, rest = m.groups()
         if key == "bundle_root":
-            return (f"{indent}# the bundle folder: --bundle_root, else the folder above the first --config_file's configs/ "
-                    f"(MONAI's rule), else '.'\n{indent}config_files_argv: {_q(CONFIG_FILES_ARGV)}\n"
-                    f"{indent}bundle_root: {_q(BUNDLE_ROOT)}{rest}")
+            return (
+                f"{indent}# the bundle folder: --bundle_root, else the folder above the first --config_file's configs/ "
+                f"(MONAI's rule), else '.'\n{indent}config_files_argv: {_q(CONFIG_FILES_ARGV)}\n"
+                f"{indent}bundle_root: {_q(BUNDLE_ROOT)}{rest}"
+            )
         # another bundle of the same export: its sibling folder
         return f"{indent}{key}: {_q(f'$os.path.join(os.path.dirname(os.path.abspath(@bundle_root)), {name!r})')}{rest}"
 
     text = _FIND_ROOT.sub(root, text)
-    text = _LOAD_SCRIPTS.sub(lambda m: f"scripts_loader: {_q(SCRIPTS_LOADER)}\nscripts: "
-                                       f"{_q(f'$@scripts_loader(@bundle_root, {m.group(1)!r})')}{m.group(2)}", text)
+    text = _LOAD_SCRIPTS.sub(
+        lambda m: f"scripts_loader: {_q(SCRIPTS_LOADER)}\nscripts: "
+        f"{_q(f'$@scripts_loader(@bundle_root, {m.group(1)!r})')}{m.group(2)}",
+        text,
+    )
     text = _LOADER_ID.sub(lambda m: f"scripts_loader: {_q(SCRIPTS_LOADER)}{m.group(1)}", text)
 
     def lib(m: re.Match) -> str:
@@ -126,7 +135,7 @@ def _add_imports(text: str, modules: tuple[str, ...]) -> str:
         return "imports:\n" + "".join(f"  - $import {mod}\n" for mod in modules) + text
     have = m.group(1)
     extra = "".join(f"  - $import {mod}\n" for mod in modules if f"$import {mod}\n" not in have)
-    return text[:m.end()] + extra + text[m.end():]
+    return text[: m.end()] + extra + text[m.end() :]
 
 
 def _vendor(dest: Path) -> None:
@@ -158,9 +167,12 @@ def export_bundle(bundle: str, output_dir: Path, bundles_dir: Path = BUNDLES_DIR
         cfg.write_text(text, encoding="utf-8")
         used |= mods
     init = dst / "scripts" / "__init__.py"
-    init.write_text(init.read_text(encoding="utf-8") + "\n# the shared modules the configs reach as @scripts."
-                    f"{LIB}.<module> (exported bundle)\nfrom .{LIB} import {', '.join(sorted(used | {'bundle'}))}"
-                    "  # noqa: E402,F401\n", encoding="utf-8")
+    init.write_text(
+        init.read_text(encoding="utf-8") + "\n# the shared modules the configs reach as @scripts."
+        f"{LIB}.<module> (exported bundle)\nfrom .{LIB} import {', '.join(sorted(used | {'bundle'}))}"
+        "  # noqa: E402,F401\n",
+        encoding="utf-8",
+    )
     meta_file = dst / "configs" / "metadata.json"
     meta = json.loads(meta_file.read_text(encoding="utf-8"))
     for key in ("required_packages_version", "optional_packages_version"):
@@ -177,9 +189,9 @@ def export(bundle: str, output_dir: str | Path) -> list[Path]:
         raise InputError(f"unknown bundle {bundle!r}; accepted: {', '.join(BUNDLE_NAMES)}, all")
     out = Path(output_dir)
     if out.exists() and not out.is_dir():
-        raise InputError(f"--output_dir '{out}' is a file; accepted: a new or existing folder")
+        raise InputError(f"--output_dir {str(out)!r} is a file; accepted: a new or existing folder")
     if out.resolve() == BUNDLES_DIR.resolve() or BUNDLES_DIR.resolve() in out.resolve().parents:
-        raise InputError(f"--output_dir '{out}' is inside the repository's bundles/; accepted: a folder elsewhere")
+        raise InputError(f"--output_dir {str(out)!r} is inside the repository's bundles/; accepted: a folder elsewhere")
     todo = list(dict.fromkeys(n for name in names for n in (name, *CHAINED.get(name, ()))))
     out.mkdir(parents=True, exist_ok=True)
     return [export_bundle(n, out) for n in todo]

@@ -27,8 +27,10 @@ def safe_id(name: str, source: str = "") -> str:
     name = str(name)
     origin = f" (taken from {source})" if source else ""
     if not _SAFE_ID.match(name) or ".." in name:
-        raise InputError(f"output name {name!r}{origin} is not allowed; accepted: up to 128 letters, digits, '_', "
-                         "'-', '.' (no spaces, path separators or '..')" + ("; rename the file" if source else ""))
+        raise InputError(
+            f"output name {name!r}{origin} is not allowed; accepted: up to 128 letters, digits, '_', "
+            "'-', '.' (no spaces, path separators or '..')" + ("; rename the file" if source else "")
+        )
     return name
 
 
@@ -49,8 +51,9 @@ def _atomic_write(path: Path, write) -> Path:
     return path
 
 
-def save_nifti(path: str | Path, data: np.ndarray, affine: np.ndarray, dtype=np.float32,
-               pv_uint8: bool = False) -> Path:
+def save_nifti(
+    path: str | Path, data: np.ndarray, affine: np.ndarray, dtype=np.float32, pv_uint8: bool = False
+) -> Path:
     """Write NIfTI atomically. Channel-first 4D arrays are stored channel-last (NIfTI convention).
 
     `pv_uint8` stores [0,1] fractions as uint8 with scl_slope 1/255 (8x smaller, 0.4% precision).
@@ -78,15 +81,19 @@ def check_geometry(affine: np.ndarray, what: str) -> None:
     """Refuse a singular, non-finite or missing voxel-to-world geometry (it would be written as an identity)."""
     aff = np.asarray(affine, dtype=np.float64)
     if aff.shape != (4, 4) or not np.all(np.isfinite(aff)) or abs(np.linalg.det(aff[:3, :3])) < 1e-6:
-        raise InputError(f"{what} has no usable geometry (singular or non-finite affine); accepted: a NIfTI with a "
-                         "valid sform or qform (voxel sizes > 0), as scanners and conversion tools write it")
+        raise InputError(
+            f"{what} has no usable geometry (singular or non-finite affine); accepted: a NIfTI with a "
+            "valid sform or qform (voxel sizes > 0), as scanners and conversion tools write it"
+        )
 
 
 def check_size(shape, what: str, limit: int = MAX_VOXELS) -> None:
     n = int(np.prod([int(s) for s in shape], dtype=np.float64))
     if n > limit:
-        raise InputError(f"{what} holds {n:,} voxels (shape {tuple(int(s) for s in shape)}); accepted: at most "
-                         f"{limit:,} voxels (512^3)")
+        raise InputError(
+            f"{what} holds {n:,} voxels (shape {tuple(int(s) for s in shape)}); accepted: at most "
+            f"{limit:,} voxels (512^3)"
+        )
 
 
 def load_nifti(path: str | Path, what: str = "image") -> tuple[np.ndarray, np.ndarray]:
@@ -96,38 +103,54 @@ def load_nifti(path: str | Path, what: str = "image") -> tuple[np.ndarray, np.nd
     or neither sform nor qform set, is refused rather than read as 1 mm voxels)."""
     p = Path(path)
     if p.is_dir():
-        raise InputError(f"{what} {str(p)!r} is a folder, not a file (a DICOM series?); accepted: one .nii or "
-                         ".nii.gz file (convert DICOM with e.g. dcm2niix)")
+        raise InputError(
+            f"{what} {str(p)!r} is a folder, not a file (a DICOM series?); accepted: one .nii or "
+            ".nii.gz file (convert DICOM with e.g. dcm2niix)"
+        )
     if not p.is_file():
         raise InputError(f"{what} file {str(p)!r} does not exist; accepted: a readable .nii or .nii.gz file")
     try:
         img = nib.load(str(p))
         shape = img.shape
     except Exception as exc:  # nibabel raises many types for truncated/non-NIfTI files
-        raise InputError(f"{what} file {str(p)!r} is not a readable NIfTI image ({type(exc).__name__}: "
-                         f"{str(exc)[:120]}); accepted: .nii or .nii.gz") from None
+        raise InputError(
+            f"{what} file {str(p)!r} is not a readable NIfTI image ({type(exc).__name__}: "
+            f"{str(exc)[:120]}); accepted: .nii or .nii.gz"
+        ) from None
     check_size(shape, f"{what} file {str(p)!r}")
     header = getattr(img, "header", None)
-    codes = (int(header["sform_code"]), int(header["qform_code"])) if header is not None and "sform_code" in header else (1, 1)
+    codes = (
+        (int(header["sform_code"]), int(header["qform_code"]))
+        if header is not None and "sform_code" in header
+        else (1, 1)
+    )
     if codes == (0, 0):
-        raise InputError(f"{what} file {str(p)!r} has neither an sform nor a qform (both codes 0: no geometry); "
-                         "accepted: a NIfTI with a valid sform or qform, as scanners and conversion tools write it")
+        raise InputError(
+            f"{what} file {str(p)!r} has neither an sform nor a qform (both codes 0: no geometry); "
+            "accepted: a NIfTI with a valid sform or qform, as scanners and conversion tools write it"
+        )
     check_geometry(img.affine, f"{what} file {str(p)!r}")
     if len(shape) > 4 and not (len(shape) == 5 and shape[3] == 1):
-        raise InputError(f"{what} file {str(p)!r} is {len(shape)}D with shape {tuple(shape)}; accepted: a 3D volume "
-                         "(or a 4D channel stack for partial-volume label maps)")
+        raise InputError(
+            f"{what} file {str(p)!r} is {len(shape)}D with shape {tuple(shape)}; accepted: a 3D volume "
+            "(or a 4D channel stack for partial-volume label maps)"
+        )
     try:
         data = np.asarray(img.dataobj, dtype=np.float32)
     except Exception as exc:
-        raise InputError(f"{what} file {str(p)!r} is not a readable NIfTI image ({type(exc).__name__}: "
-                         f"{str(exc)[:120]}); accepted: .nii or .nii.gz") from None
+        raise InputError(
+            f"{what} file {str(p)!r} is not a readable NIfTI image ({type(exc).__name__}: "
+            f"{str(exc)[:120]}); accepted: .nii or .nii.gz"
+        ) from None
     if data.ndim == 5 and data.shape[3] == 1:  # some tools write (X,Y,Z,1,C)
         data = data[:, :, :, 0]
     if data.ndim == 4:
         data = np.moveaxis(data, -1, 0)
     if data.ndim not in (3, 4) or data.size == 0:
-        raise InputError(f"{what} file {str(p)!r} has shape {data.shape}; accepted: a 3D volume "
-                         "(or a 4D channel stack for partial-volume label maps)")
+        raise InputError(
+            f"{what} file {str(p)!r} has shape {data.shape}; accepted: a 3D volume "
+            "(or a 4D channel stack for partial-volume label maps)"
+        )
     if not np.all(np.isfinite(data)):
         raise InputError(f"{what} file {str(p)!r} contains NaN or infinite values")
     return data, img.affine.astype(np.float64)
@@ -140,9 +163,11 @@ def check_resampled_size(shape, affine: np.ndarray, spacing_mm: float, what: str
     extent = np.asarray([int(s) for s in shape[-3:]], dtype=np.float64) * zooms
     target = np.ceil(extent / float(spacing_mm))
     if float(np.prod(target)) > MAX_VOXELS:
-        raise InputError(f"{what} covers {tuple(round(float(e)) for e in extent)} mm, "
-                         f"{tuple(int(t) for t in target)} voxels once resampled to {spacing_mm:g} mm; accepted: at "
-                         f"most {MAX_VOXELS:,} voxels after resampling (check the voxel sizes in its header)")
+        raise InputError(
+            f"{what} covers {tuple(round(float(e)) for e in extent)} mm, "
+            f"{tuple(int(t) for t in target)} voxels once resampled to {spacing_mm:g} mm; accepted: at "
+            f"most {MAX_VOXELS:,} voxels after resampling (check the voxel sizes in its header)"
+        )
 
 
 def save_json(path: str | Path, obj: Any) -> Path:
@@ -174,8 +199,10 @@ def load_json(path: str | Path, what: str = "JSON file") -> Any:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{what} {str(p)!r} is not valid JSON ({exc})") from None
     except RecursionError:  # e.g. 100,000 nested lists: Python's parser gives up
-        raise InputError(f"{what} {str(p)!r} is nested too deeply to read; accepted: a JSON object such as "
-                         '{"training": [{"image": ..., "label": ...}]}') from None
+        raise InputError(
+            f"{what} {str(p)!r} is nested too deeply to read; accepted: a JSON object such as "
+            '{"training": [{"image": ..., "label": ...}]}'
+        ) from None
 
 
 def prepare_output_dir(output_dir: str | Path, planned: Iterable[str], overwrite: bool = False) -> Path:
@@ -187,12 +214,16 @@ def prepare_output_dir(output_dir: str | Path, planned: Iterable[str], overwrite
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"output_dir {str(out)!r} cannot be created ({exc.strerror}); accepted: a writable folder") from None
+        raise InputError(
+            f"output_dir {str(out)!r} cannot be created ({exc.strerror}); accepted: a writable folder"
+        ) from None
     if not os.access(out, os.W_OK | os.X_OK):
         raise InputError(f"output_dir {str(out)!r} is not writable; accepted: a writable folder")
     if not overwrite:
         clash = [name for name in planned if (out / name).exists()]
         if clash:
-            raise InputError(f"output_dir {str(out)!r} already holds {clash[0]!r} (and {len(clash) - 1} more planned "
-                             "outputs); accepted: an empty/new folder, or --overwrite true")
+            raise InputError(
+                f"output_dir {str(out)!r} already holds {clash[0]!r} (and {len(clash) - 1} more planned "
+                "outputs); accepted: an empty/new folder, or --overwrite true"
+            )
     return out

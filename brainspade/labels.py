@@ -60,12 +60,16 @@ def check_int_labels(labels: np.ndarray, what: str = "label map") -> np.ndarray:
         raise InputError(f"{what} contains NaN or infinite values; accepted: integer labels 0..{NUM_LABELS - 1}")
     rounded = np.rint(arr)
     if np.any(np.abs(arr - rounded) > 1e-3):
-        raise InputError(f"{what} has non-integer values; accepted: integer labels 0..{NUM_LABELS - 1} "
-                         f"or a {NUM_LABELS}-channel partial-volume map")
+        raise InputError(
+            f"{what} has non-integer values; accepted: integer labels 0..{NUM_LABELS - 1} "
+            f"or a {NUM_LABELS}-channel partial-volume map"
+        )
     bad = np.setdiff1d(np.unique(rounded), np.arange(NUM_LABELS))
     if bad.size:
-        raise InputError(f"{what} has label values {bad[:10].astype(int).tolist()} outside the label table; "
-                         f"accepted: 0..{NUM_LABELS - 1} ({', '.join(lab.key for lab in LABELS)})")
+        raise InputError(
+            f"{what} has label values {bad[:10].astype(int).tolist()} outside the label table; "
+            f"accepted: 0..{NUM_LABELS - 1} ({', '.join(lab.key for lab in LABELS)})"
+        )
     return rounded.astype(np.int16)
 
 
@@ -97,14 +101,17 @@ def check_pv(pv: np.ndarray, what: str = "partial-volume map") -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise InputError(f"{what} contains NaN or infinite values")
     if arr.min() < -1e-3 or arr.max() > 1 + 1e-3:
-        raise InputError(f"{what} has values outside [0, 1] ({arr.min():.3g}..{arr.max():.3g}); "
-                         "accepted: fractions in [0, 1]")
+        raise InputError(
+            f"{what} has values outside [0, 1] ({arr.min():.3g}..{arr.max():.3g}); " "accepted: fractions in [0, 1]"
+        )
     total = arr.sum(0)
     off = np.abs(total - 1.0) > PV_SUM_TOLERANCE
     if off.any():
-        raise InputError(f"{what} has channels that do not sum to 1 in {int(off.sum())} voxels (sums "
-                         f"{float(total.min()):.3g}..{float(total.max()):.3g}); accepted: {NUM_LABELS} fractions summing "
-                         f"to 1 per voxel (within {PV_SUM_TOLERANCE}), background included")
+        raise InputError(
+            f"{what} has channels that do not sum to 1 in {int(off.sum())} voxels (sums "
+            f"{float(total.min()):.3g}..{float(total.max()):.3g}); accepted: {NUM_LABELS} fractions summing "
+            f"to 1 per voxel (within {PV_SUM_TOLERANCE}), background included"
+        )
     return normalise_pv(arr)
 
 
@@ -127,7 +134,7 @@ def lesion_volumes_ml(pv_or_labels: np.ndarray, voxel_mm3: float) -> dict[str, f
     """Lesion volumes in mL keyed by CONDITION_KEYS, from a PV map (sum of fractions) or integer map."""
     arr = np.asarray(pv_or_labels)
     out = {}
-    for key, code in zip(CONDITION_KEYS, LESION_CODES):
+    for key, code in zip(CONDITION_KEYS, LESION_CODES, strict=True):
         vox = float(arr[code].sum()) if arr.ndim == 4 else float((arr == code).sum())
         out[key] = vox * voxel_mm3 / 1000.0
     return out

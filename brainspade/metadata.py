@@ -44,29 +44,37 @@ def derived_fields(bundle: str) -> dict[str, Any]:
     table = label_table_text()
     pv = "partial-volume label map (fraction of each label per voxel, channels sum to 1)"
     if bundle == "segmenter":
-        return {"label_classes": f"integer label map: {table}",
-                "pred_classes": f"integer label map (argmax of {NUM_LABELS} softmax channels): {table}",
-                "network_data_format#outputs#pred#channel_def": channel_def(),
-                "network_data_format#outputs#pred#num_channels": NUM_LABELS}
+        return {
+            "label_classes": f"integer label map: {table}",
+            "pred_classes": f"integer label map (argmax of {NUM_LABELS} softmax channels): {table}",
+            "network_data_format#outputs#pred#channel_def": channel_def(),
+            "network_data_format#outputs#pred#num_channels": NUM_LABELS,
+        }
     if bundle == "label_ldm":
         conditions = {str(i): k for i, k in enumerate(CONDITION_KEYS)}
-        return {"label_classes": f"{pv}: {table}",
-                "pred_classes": f"{pv}, and its integer argmax: {table}",
-                "network_data_format#outputs#pred#channel_def": channel_def(),
-                "network_data_format#outputs#pred#num_channels": NUM_LABELS,
-                "network_data_format#inputs#condition#channel_def": conditions,
-                "network_data_format#inputs#condition#num_channels": len(CONDITION_KEYS),
-                "generator_data_format#inputs#condition#channel_def": conditions,
-                "generator_data_format#inputs#condition#num_channels": len(CONDITION_KEYS),
-                **{f"autoencoder_data_format#{side}#{key}#{field}": value
-                   for side, key in (("inputs", "image"), ("outputs", "pred"))
-                   for field, value in _label_map(pv).items()}}
+        return {
+            "label_classes": f"{pv}: {table}",
+            "pred_classes": f"{pv}, and its integer argmax: {table}",
+            "network_data_format#outputs#pred#channel_def": channel_def(),
+            "network_data_format#outputs#pred#num_channels": NUM_LABELS,
+            "network_data_format#inputs#condition#channel_def": conditions,
+            "network_data_format#inputs#condition#num_channels": len(CONDITION_KEYS),
+            "generator_data_format#inputs#condition#channel_def": conditions,
+            "generator_data_format#inputs#condition#num_channels": len(CONDITION_KEYS),
+            **{
+                f"autoencoder_data_format#{side}#{key}#{field}": value
+                for side, key in (("inputs", "image"), ("outputs", "pred"))
+                for field, value in _label_map(pv).items()
+            },
+        }
     if bundle == "brainspade3d":
-        return {"label_classes": f"{pv} (or integer codes): {table}",
-                "network_data_format#inputs#label#channel_def": channel_def(),
-                "network_data_format#inputs#label#num_channels": NUM_LABELS,
-                "network_data_format#inputs#contrast#channel_def": {str(i): c for i, c in enumerate(CONTRASTS)},
-                "network_data_format#inputs#contrast#value_range": [0, len(CONTRASTS) - 1]}
+        return {
+            "label_classes": f"{pv} (or integer codes): {table}",
+            "network_data_format#inputs#label#channel_def": channel_def(),
+            "network_data_format#inputs#label#num_channels": NUM_LABELS,
+            "network_data_format#inputs#contrast#channel_def": {str(i): c for i, c in enumerate(CONTRASTS)},
+            "network_data_format#inputs#contrast#value_range": [0, len(CONTRASTS) - 1],
+        }
     raise ValueError(f"unknown bundle {bundle!r}; accepted: {', '.join(BUNDLE_NAMES)}")
 
 
@@ -121,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         stale = stale_bundles(Path(args.bundles_dir))
         for b in stale:
-            print(f"{metadata_path(b, Path(args.bundles_dir))} differs from the label table: run python -m brainspade.metadata")
+            print(
+                f"{metadata_path(b, Path(args.bundles_dir))} differs from the label table: run python -m brainspade.metadata"
+            )
         return 1 if stale else 0
     for b in BUNDLE_NAMES:
         print(f"updated {write(b, Path(args.bundles_dir))}")

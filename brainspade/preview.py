@@ -11,10 +11,20 @@ from .io import _atomic_write
 from .labels import LABELS, NUM_LABELS
 
 # one colour per label code (background transparent)
-LABEL_COLOURS = np.array([
-    [0, 0, 0], [0.35, 0.55, 1.0], [0.55, 0.8, 0.4], [0.95, 0.95, 0.85], [0.95, 0.6, 0.2],
-    [0.7, 0.45, 0.85], [1.0, 1.0, 0.0], [1.0, 0.1, 0.1], [0.1, 0.95, 0.95], [1.0, 0.3, 0.85],
-])
+LABEL_COLOURS = np.array(
+    [
+        [0, 0, 0],
+        [0.35, 0.55, 1.0],
+        [0.55, 0.8, 0.4],
+        [0.95, 0.95, 0.85],
+        [0.95, 0.6, 0.2],
+        [0.7, 0.45, 0.85],
+        [1.0, 1.0, 0.0],
+        [1.0, 0.1, 0.1],
+        [0.1, 0.95, 0.95],
+        [1.0, 0.3, 0.85],
+    ]
+)
 
 
 def _slices(vol: np.ndarray, centre: Sequence[int]) -> list[np.ndarray]:
@@ -32,8 +42,9 @@ def lesion_centre(labels: np.ndarray) -> list[int]:
     return [int(v) for v in np.median(pts, 0)]
 
 
-def save_preview(path: str | Path, images: dict[str, np.ndarray], labels: np.ndarray, title: str = "",
-                 alpha: float = 0.45) -> Path:
+def save_preview(
+    path: str | Path, images: dict[str, np.ndarray], labels: np.ndarray, title: str = "", alpha: float = 0.45
+) -> Path:
     """One row per image (its slices, then the same slices with the label overlay)."""
     import matplotlib
 
@@ -46,7 +57,7 @@ def save_preview(path: str | Path, images: dict[str, np.ndarray], labels: np.nda
     fig, axes = plt.subplots(rows, 6, figsize=(12, 2.1 * rows + 0.4), squeeze=False)
     for r, (name, img) in enumerate(images.items()):
         lo, hi = np.percentile(img, [1, 99.5])
-        for c, (sl, lab) in enumerate(zip(_slices(img, centre), lab_slices)):
+        for c, (sl, lab) in enumerate(zip(_slices(img, centre), lab_slices, strict=True)):
             for k, overlay in enumerate((False, True)):
                 ax = axes[r, c * 2 + k]
                 ax.imshow(sl, cmap="gray", vmin=lo, vmax=hi)
@@ -64,7 +75,9 @@ def save_preview(path: str | Path, images: dict[str, np.ndarray], labels: np.nda
     return _save_figure(fig, path)
 
 
-def save_montage(path: str | Path, rows: list[tuple[str, dict[str, np.ndarray], np.ndarray]], alpha: float = 0.45) -> Path:
+def save_montage(
+    path: str | Path, rows: list[tuple[str, dict[str, np.ndarray], np.ndarray]], alpha: float = 0.45
+) -> Path:
     """One row per subject: an axial slice through its lesion for every contrast, then the labels."""
     import matplotlib
 

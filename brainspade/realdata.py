@@ -22,8 +22,13 @@ from .profiles import get_profile
 LABEL_MAPPINGS: dict[str, dict[int, int]] = {
     "identity": {i: i for i in range(NUM_LABELS)},
     # BraTS 2021: 1 necrotic/non-enhancing core, 2 oedema, 4 enhancing (2023+ uses 3 for enhancing)
-    "brats": {0: 0, 1: LABEL_CODES["tumour"], 2: LABEL_CODES["oedema"], 3: LABEL_CODES["enhancing"],
-              4: LABEL_CODES["enhancing"]},
+    "brats": {
+        0: 0,
+        1: LABEL_CODES["tumour"],
+        2: LABEL_CODES["oedema"],
+        3: LABEL_CODES["enhancing"],
+        4: LABEL_CODES["enhancing"],
+    },
     # WMH segmentation challenge: 1 WMH, 2 other pathology (not in our table: left as background)
     "wmh_challenge": {0: 0, 1: LABEL_CODES["wmh"], 2: 0},
 }
@@ -44,8 +49,13 @@ def get_label_mapping(mapping: str | Mapping) -> dict[int, int]:
     return table
 
 
-def load_checked_datalist(path: str | Path, key: str = "training", keys: Sequence[str] = ("image", "label"),
-                          mapping: str | Mapping | None = None, check_geometry: bool = True) -> list[dict]:
+def load_checked_datalist(
+    path: str | Path,
+    key: str = "training",
+    keys: Sequence[str] = ("image", "label"),
+    mapping: str | Mapping | None = None,
+    check_geometry: bool = True,
+) -> list[dict]:
     """Read a MONAI datalist and check every entry; return entries with absolute paths.
 
     Checks: JSON and list present; each entry has `keys`; files exist and are NIfTI; no duplicate
@@ -55,15 +65,19 @@ def load_checked_datalist(path: str | Path, key: str = "training", keys: Sequenc
     data = load_json(p, "datalist")
     if not isinstance(data, dict) or key not in data:
         found = list(data) if isinstance(data, dict) else type(data).__name__
-        raise InputError(f"datalist {str(p)!r} has no {key!r} list (found: {found}); accepted: a MONAI datalist "
-                         f'{{"{key}": [{{"image": ..., "label": ...}}, ...]}}')
+        raise InputError(
+            f"datalist {str(p)!r} has no {key!r} list (found: {found}); accepted: a MONAI datalist "  # noqa: B907 (JSON example)
+            f'{{"{key}": [{{"image": ..., "label": ...}}, ...]}}'
+        )
     entries = data[key]
     if not isinstance(entries, list) or not entries:
         raise InputError(f"datalist {str(p)!r}: {key!r} must be a non-empty list of entries")
     table = get_label_mapping(mapping) if mapping is not None else None
     out, seen = [], {}
     for i, entry in enumerate(entries):
-        name = f"datalist {p.name} entry {i}" + (f" ({entry.get('id')})" if isinstance(entry, dict) and entry.get("id") else "")
+        name = f"datalist {p.name} entry {i}" + (
+            f" ({entry.get('id')})" if isinstance(entry, dict) and entry.get("id") else ""
+        )
         if not isinstance(entry, dict):
             raise InputError(f"{name} is not an object; accepted: {{{', '.join(repr(k) for k in keys)}: path}}")
         missing = [k for k in keys if k not in entry]
@@ -98,24 +112,36 @@ def _check_geometry(name: str, entry: dict, keys: Sequence[str], table: dict[int
     imgs = {k: _header(name, k, entry[k]) for k in keys}
     ref_key = keys[0]
     ref = imgs[ref_key]
-    if len(ref.shape) < 3 or min(ref.shape[:3]) < 2 or (len(ref.shape) > 3 and ref.shape[3] > 1 and "label" not in ref_key):
+    if (
+        len(ref.shape) < 3
+        or min(ref.shape[:3]) < 2
+        or (len(ref.shape) > 3 and ref.shape[3] > 1 and "label" not in ref_key)
+    ):
         raise InputError(f"{name}: {ref_key} has shape {tuple(ref.shape)}; accepted: a 3D volume")
     for k, img in imgs.items():
         if tuple(img.shape[:3]) != tuple(ref.shape[:3]):
-            raise InputError(f"{name}: {k} shape {tuple(img.shape[:3])} differs from {ref_key} shape "
-                             f"{tuple(ref.shape[:3])}; image and label must share one grid")
+            raise InputError(
+                f"{name}: {k} shape {tuple(img.shape[:3])} differs from {ref_key} shape "
+                f"{tuple(ref.shape[:3])}; image and label must share one grid"
+            )
         if not np.allclose(img.affine, ref.affine, atol=1e-3):
             raise InputError(f"{name}: {k} affine differs from {ref_key} affine; image and label must share one grid")
     if table is not None and "label" in imgs:
         values = np.unique(np.asarray(imgs["label"].dataobj))
         unknown = [v for v in values.tolist() if int(round(v)) not in table or abs(v - round(v)) > 1e-3]
         if unknown:
-            raise InputError(f"{name}: label values {unknown[:8]} are not in the label mapping "
-                             f"(accepted values: {sorted(table)})")
+            raise InputError(
+                f"{name}: label values {unknown[:8]} are not in the label mapping "
+                f"(accepted values: {sorted(table)})"
+            )
 
 
-def real_data_transforms(profile: str = "default", image_keys: Sequence[str] = ("image",), label_key: str | None = "label",
-                         mapping: str | Mapping = "identity"):
+def real_data_transforms(
+    profile: str = "default",
+    image_keys: Sequence[str] = ("image",),
+    label_key: str | None = "label",
+    mapping: str | Mapping = "identity",
+):
     """MONAI transforms: load, map labels, RAS, profile spacing, crop/pad to profile shape, z-score in brain."""
     from monai import transforms as mt
 
@@ -125,7 +151,7 @@ def real_data_transforms(profile: str = "default", image_keys: Sequence[str] = (
     xs = [mt.LoadImaged(keys, ensure_channel_first=True, image_only=True)]
     if label_key:
         table = get_label_mapping(mapping)
-        src, dst = zip(*sorted(table.items()))
+        src, dst = zip(*sorted(table.items()), strict=True)
         xs.append(mt.MapLabelValued(label_key, orig_labels=list(src), target_labels=list(dst)))
     xs += [
         mt.Orientationd(keys, axcodes="RAS"),

@@ -22,22 +22,31 @@ VARIANTS = ("ras_1mm", "reoriented", "resampled", "thick_axial")
 # variant -> (axis order of the re-saved array, flipped axes, voxel size in mm)
 _LAYOUT = {
     "ras_1mm": ((0, 1, 2), (), (1.0, 1.0, 1.0)),
-    "reoriented": ((2, 0, 1), (0, 2), (1.0, 1.0, 1.0)),   # SLP-like: axes permuted and flipped, same voxels
-    "resampled": ((0, 1, 2), (1,), (1.4, 1.2, 1.6)),      # anisotropic, non-profile spacing
-    "thick_axial": ((0, 1, 2), (), (1.0, 1.0, 5.0)),      # 5 mm axial slices
+    "reoriented": ((2, 0, 1), (0, 2), (1.0, 1.0, 1.0)),  # SLP-like: axes permuted and flipped, same voxels
+    "resampled": ((0, 1, 2), (1,), (1.4, 1.2, 1.6)),  # anisotropic, non-profile spacing
+    "thick_axial": ((0, 1, 2), (), (1.0, 1.0, 5.0)),  # 5 mm axial slices
 }
 
 
 def _template(kind: str, resolution: int = 1) -> nib.Nifti1Image:
     from nilearn import datasets
 
-    loader = {"t1": datasets.load_mni152_template, "gm": datasets.load_mni152_gm_template,
-              "wm": datasets.load_mni152_wm_template}[kind]
+    loader = {
+        "t1": datasets.load_mni152_template,
+        "gm": datasets.load_mni152_gm_template,
+        "wm": datasets.load_mni152_wm_template,
+    }[kind]
     return loader(resolution=resolution)
 
 
-def _resample(data: np.ndarray, src_affine: np.ndarray, dst_affine: np.ndarray, shape, order: int = 1,
-              prefilter_mm: np.ndarray | None = None) -> np.ndarray:
+def _resample(
+    data: np.ndarray,
+    src_affine: np.ndarray,
+    dst_affine: np.ndarray,
+    shape,
+    order: int = 1,
+    prefilter_mm: np.ndarray | None = None,
+) -> np.ndarray:
     src = data
     if prefilter_mm is not None:  # slice profile: average over each new voxel's extent before sampling
         sigma = np.sqrt(np.maximum(np.asarray(prefilter_mm, float) ** 2 - 1.0, 0) / 12.0)  # box of the new voxel

@@ -130,9 +130,11 @@ class SampleLocks:
                 fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, self.offset(sid), os.SEEK_SET)
             except OSError:
                 self.release()
-                raise InputError(f"another run is writing {sid} into output_dir {str(self.path.parent)!r} right now; "
-                                 "accepted: wait for it to finish (then --resume true), or another --output_dir "
-                                 "(shards of one dataset: --shard i --num_shards n)") from None
+                raise InputError(
+                    f"another run is writing {sid} into output_dir {str(self.path.parent)!r} right now; "
+                    "accepted: wait for it to finish (then --resume true), or another --output_dir "
+                    "(shards of one dataset: --shard i --num_shards n)"
+                ) from None
         return self
 
     def release(self) -> None:

@@ -22,10 +22,20 @@ def tiny_train_overrides(datalist: Path, out: Path, **extra) -> dict:
     """Tiny profile/channels; every subject of the tiny set (too few for a pathology filter)."""
     d = str(Path(datalist).parent)
     return {
-        "bundle_root": str(BUNDLE), "profile": "tiny", "channels": TINY_CHANNELS, "dataset_dir": d,
-        "output_dir": str(out), "publish_model": False, "max_epochs": 1, "iterations_per_epoch": 2, "val_interval": 1, "num_samples": 1,
-        "train_sources": [{"kind": "phantom", "datalist": d, "split": "training", "contrasts": ["t1", "flair"]},
-                          {"kind": "dr", "datalist": d, "split": "training"}],
+        "bundle_root": str(BUNDLE),
+        "profile": "tiny",
+        "channels": TINY_CHANNELS,
+        "dataset_dir": d,
+        "output_dir": str(out),
+        "publish_model": False,
+        "max_epochs": 1,
+        "iterations_per_epoch": 2,
+        "val_interval": 1,
+        "num_samples": 1,
+        "train_sources": [
+            {"kind": "phantom", "datalist": d, "split": "training", "contrasts": ["t1", "flair"]},
+            {"kind": "dr", "datalist": d, "split": "training"},
+        ],
         "val_sources": [{"kind": "phantom", "datalist": d, "split": "validation", "contrasts": ["t1"], "rotate": True}],
         **extra,
     }

@@ -10,10 +10,9 @@ import json
 from pathlib import Path
 
 import torch
-from monai.bundle import ConfigParser
-
 from label_ldm_helpers import TINY as LDM_TINY
 from label_ldm_helpers import make_tiny_weights
+from monai.bundle import ConfigParser
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLE = ROOT / "bundles" / "brainspade3d"
@@ -26,7 +25,9 @@ TINY_D = {"d_channels": 4, "d_num": 1, "d_layers": 2}
 def common_parser(**overrides) -> ConfigParser:
     parser = ConfigParser()
     parser.read_config(str(CONFIGS / "common.yaml"))
-    parser.update({"bundle_root": str(BUNDLE), "profile": "tiny", "device": "$torch.device('cpu')", **TINY, **overrides})
+    parser.update(
+        {"bundle_root": str(BUNDLE), "profile": "tiny", "device": "$torch.device('cpu')", **TINY, **overrides}
+    )
     return parser
 
 
@@ -45,9 +46,17 @@ def make_tiny_chain(datalist: str | Path, out_dir: str | Path) -> dict:
     ae, dm = make_tiny_weights(datalist, out_dir / "label_ldm")
     gen = make_generator_weights(out_dir / "generator.pt")
     return {
-        "profile": "tiny", "common_overrides": dict(TINY), "ckpt_path": gen, "device": "$torch.device('cpu')",
-        "label_ldm_extra": {"common_overrides": dict(LDM_TINY), "autoencoder_path": ae, "diffusion_path": dm,
-                            "steps": 2, "max_retries": 0},
+        "profile": "tiny",
+        "common_overrides": dict(TINY),
+        "ckpt_path": gen,
+        "device": "$torch.device('cpu')",
+        "label_ldm_extra": {
+            "common_overrides": dict(LDM_TINY),
+            "autoencoder_path": ae,
+            "diffusion_path": dm,
+            "steps": 2,
+            "max_retries": 0,
+        },
     }
 
 

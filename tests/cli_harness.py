@@ -10,8 +10,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_cmd(args: list[str], cwd: Path | str = ROOT, timeout: int = 300,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_cmd(
+    args: list[str], cwd: Path | str = ROOT, timeout: int = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """`python <args>`; `env` adds or replaces environment variables (e.g. OMP_NUM_THREADS=1)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2", **(env or {})}
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
@@ -31,8 +32,9 @@ def files_under(path: Path | str) -> list[str]:
     return sorted(str(f.relative_to(p)) for f in p.rglob("*") if f.is_file()) if p.exists() else []
 
 
-def assert_clean_failure(res: subprocess.CompletedProcess, pattern: str, out_dir: Path | str | None = None,
-                         before: list[str] | None = None) -> str:
+def assert_clean_failure(
+    res: subprocess.CompletedProcess, pattern: str, out_dir: Path | str | None = None, before: list[str] | None = None
+) -> str:
     """Non-zero exit, one `error:` line naming the problem, no traceback, nothing (new) written."""
     import re
 

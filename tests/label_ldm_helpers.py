@@ -13,8 +13,14 @@ BUNDLE = ROOT / "bundles" / "label_ldm"
 CONFIGS = BUNDLE / "configs"
 
 # tiny widths for CI seconds (same code paths as the shipped model)
-TINY = {"ae_channels": [4, 8, 8], "ae_norm_groups": 4, "latent_channels": 3, "ldm_channels": [8, 8, 16],
-        "ldm_norm_groups": 4, "ldm_head_channels": 8}
+TINY = {
+    "ae_channels": [4, 8, 8],
+    "ae_norm_groups": 4,
+    "latent_channels": 3,
+    "ldm_channels": [8, 8, 16],
+    "ldm_norm_groups": 4,
+    "ldm_head_channels": 8,
+}
 
 
 def common_parser(**overrides) -> ConfigParser:
@@ -34,8 +40,9 @@ def make_tiny_weights(datalist: str | Path, out_dir: str | Path) -> tuple[str, s
     ae_path, dm_path = str(out_dir / "autoencoder.pt"), str(out_dir / "diffusion.pt")
     scripts.export_autoencoder(p.get_parsed_content("autoencoder_def"), ae_path, "test", "tiny")
     items = scripts.load_datalist(str(datalist), "training")
-    meta = scripts.encode_datalist(p.get_parsed_content("autoencoder_def"), ae_path, items, "cpu",
-                                   p.get_parsed_content("profile_obj"), True)
+    meta = scripts.encode_datalist(
+        p.get_parsed_content("autoencoder_def"), ae_path, items, "cpu", p.get_parsed_content("profile_obj"), True
+    )
     scripts.export_diffusion(p.get_parsed_content("network_def"), meta, dm_path, "test", "v_prediction")
     return ae_path, dm_path
 
@@ -44,8 +51,18 @@ def inference_parser(ae_path: str, dm_path: str, **overrides) -> ConfigParser:
     parser = ConfigParser()
     parser.read_config(str(CONFIGS / "inference.yaml"))
     parser["bundle_root"] = str(BUNDLE)
-    parser.update({"profile": "tiny", "common_overrides": dict(TINY), "autoencoder_path": ae_path,
-                   "diffusion_path": dm_path, "device": "cpu", "steps": 2, "max_retries": 0, **overrides})
+    parser.update(
+        {
+            "profile": "tiny",
+            "common_overrides": dict(TINY),
+            "autoencoder_path": ae_path,
+            "diffusion_path": dm_path,
+            "device": "cpu",
+            "steps": 2,
+            "max_retries": 0,
+            **overrides,
+        }
+    )
     return parser
 
 

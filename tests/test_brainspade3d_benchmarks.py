@@ -5,17 +5,23 @@ import subprocess
 import sys
 
 import pytest
-
 from brainspade3d_helpers import ROOT
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script, args", [("end_to_end.py", ["--threads", "1"]),
-                                          ("sharded_generation.py", ["--num_samples", "2", "--threads", "1"])])
+@pytest.mark.parametrize(
+    "script, args",
+    [("end_to_end.py", ["--threads", "1"]), ("sharded_generation.py", ["--num_samples", "2", "--threads", "1"])],
+)
 def test_benchmark_smoke_mode(tmp_path, script, args):
     out = tmp_path / "res.json"
-    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--profile", "tiny", "--output", str(out),
-                          *args], capture_output=True, text=True, timeout=900, cwd=str(ROOT))
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--profile", "tiny", "--output", str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=str(ROOT),
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     r = json.loads(out.read_text())
     if script == "end_to_end.py":

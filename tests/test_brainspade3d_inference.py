@@ -10,13 +10,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from brainspade3d_helpers import CONFIGS, TINY, common_parser, make_tiny_chain, one_torch_thread, run_inference
 from monai.bundle import ConfigParser
 
-from brainspade3d_helpers import CONFIGS, TINY, common_parser, make_tiny_chain, one_torch_thread, run_inference
 from brainspade.labels import NUM_LABELS
-from brainspade.sharding import SampleLocks
 from brainspade.profiles import get_profile
-
+from brainspade.sharding import SampleLocks
 
 _one_thread = pytest.fixture(scope="module", autouse=True)(one_torch_thread)
 
@@ -35,8 +34,10 @@ def test_chained_inference_writes_pairs_of_several_contrasts(chain, tmp_path):
     out = tmp_path / "out"
     run_inference(chain, output_dir=str(out), contrast="t1,flair", num_samples=2, seed=3)
     ids = ["sample-000000", "sample-000001"]
-    expected = sorted([f"{i}{s}" for i in ids for s in ("_t1.nii.gz", "_flair.nii.gz", "_label.nii.gz", ".json", ".png")]
-                      + ["datalist.json"])
+    expected = sorted(
+        [f"{i}{s}" for i in ids for s in ("_t1.nii.gz", "_flair.nii.gz", "_label.nii.gz", ".json", ".png")]
+        + ["datalist.json"]
+    )
     assert _files(out) == expected
     prof = get_profile("tiny")
     side = json.loads((out / "sample-000001.json").read_text())
@@ -158,8 +159,10 @@ def test_style_image_sets_the_appearance(chain, tiny_phantoms, tmp_path):
     side = json.loads((a / "sample-000000.json").read_text())
     assert side["style_image"] == str(ref.resolve()) and side["style_seed"] is None
     img_a, img_b = (nib.load(str(d / "sample-000000_t1.nii.gz")).get_fdata() for d in (a, b))
-    np.testing.assert_array_equal(nib.load(str(a / "sample-000000_label.nii.gz")).get_fdata(),
-                                  nib.load(str(b / "sample-000000_label.nii.gz")).get_fdata())
+    np.testing.assert_array_equal(
+        nib.load(str(a / "sample-000000_label.nii.gz")).get_fdata(),
+        nib.load(str(b / "sample-000000_label.nii.gz")).get_fdata(),
+    )
     assert not np.allclose(img_a, img_b)  # same label map, other style code
 
 
@@ -222,14 +225,31 @@ def test_main_command_from_a_copied_bundle_folder(chain, tmp_path):
     from cli_harness import run_cmd
 
     for name in ("brainspade3d", "label_ldm"):
-        shutil.copytree(CONFIGS.parent.parent / name, tmp_path / "zoo" / name,
-                        ignore=shutil.ignore_patterns("models", "runs", "__pycache__"))
+        shutil.copytree(
+            CONFIGS.parent.parent / name,
+            tmp_path / "zoo" / name,
+            ignore=shutil.ignore_patterns("models", "runs", "__pycache__"),
+        )
     own = tmp_path / "zoo" / "brainspade3d"
     meta = own / "configs" / "metadata.json"
     meta.write_text(meta.read_text().replace('"version": "0.1.0"', '"version": "9.9.9"'))  # marks the copy
     over = write_overrides(chain, tmp_path / "tiny.json")
-    res = run_cmd(["-m", "monai.bundle", "run", "--config_file", repr(["configs/inference.yaml", over]),
-                   "--output_dir", "out", "--contrast", "t1ce", "--preview", "false"], cwd=own)
+    res = run_cmd(
+        [
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            repr(["configs/inference.yaml", over]),
+            "--output_dir",
+            "out",
+            "--contrast",
+            "t1ce",
+            "--preview",
+            "false",
+        ],
+        cwd=own,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert (own / "out" / "sample-000000_t1ce.nii.gz").is_file() and (own / "out" / "datalist.json").is_file()
     side = json.loads((own / "out" / "sample-000000.json").read_text())
@@ -238,6 +258,7 @@ def test_main_command_from_a_copied_bundle_folder(chain, tmp_path):
 
 def test_shard_comes_from_torchrun_environment_or_options(monkeypatch):
     from brainspade3d_helpers import common_parser as _cp
+
     from brainspade.errors import InputError
 
     inf = _cp().get_parsed_content("scripts").inference

@@ -11,17 +11,32 @@ from pathlib import Path
 
 import pytest
 import torch
+from brainspade3d_helpers import (
+    BUNDLE,
+    CONFIGS,
+    TINY,
+    TINY_D,
+    common_parser,
+    make_tiny_chain,
+    one_torch_thread,
+    run_inference,
+)
 from monai.bundle import ConfigParser, run
-
-from brainspade3d_helpers import BUNDLE, CONFIGS, TINY, TINY_D, common_parser, make_tiny_chain, one_torch_thread, run_inference
 
 _one_thread = pytest.fixture(scope="module", autouse=True)(one_torch_thread)
 TRAIN = [str(CONFIGS / "common.yaml"), str(CONFIGS / "train.yaml")]
 
 
 def _train_overrides(datalist, run_dir) -> dict:
-    return {"profile": "tiny", "datalist": str(datalist), "run_dir": str(run_dir), "epoch_length": 2,
-            "device": "$torch.device('cpu')", **TINY, **TINY_D}
+    return {
+        "profile": "tiny",
+        "datalist": str(datalist),
+        "run_dir": str(run_dir),
+        "epoch_length": 2,
+        "device": "$torch.device('cpu')",
+        **TINY,
+        **TINY_D,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +78,17 @@ def test_trained_generator_drives_the_main_command_and_evaluation(trained, tiny_
     seg.update({"bundle_root": str(BUNDLE.parent / "segmenter"), "profile": "tiny", "channels": [4, 4, 4, 4]})
     torch.save(seg.get_parsed_content("network_def").state_dict(), str(tmp_path / "seg.pt"))
     ev = tmp_path / "eval"
-    run(config_file=str(CONFIGS / "evaluate.yaml"), profile="tiny", common_overrides=TINY,
-        ckpt_path=str(trained / "model.pt"), datalist=str(tiny_phantoms), output_dir=str(ev),
-        device="$torch.device('cpu')", segmenter_ckpt=str(tmp_path / "seg.pt"),
-        segmenter_overrides={"channels": [4, 4, 4, 4]})
+    run(
+        config_file=str(CONFIGS / "evaluate.yaml"),
+        profile="tiny",
+        common_overrides=TINY,
+        ckpt_path=str(trained / "model.pt"),
+        datalist=str(tiny_phantoms),
+        output_dir=str(ev),
+        device="$torch.device('cpu')",
+        segmenter_ckpt=str(tmp_path / "seg.pt"),
+        segmenter_overrides={"channels": [4, 4, 4, 4]},
+    )
     report = json.loads((ev / "metrics.json").read_text())
     test_subjects = len(json.loads(Path(tiny_phantoms).read_text())["test"])
     assert set(report["per_contrast"]) == {"t1", "t2", "flair", "t1ce"}
@@ -76,9 +98,15 @@ def test_trained_generator_drives_the_main_command_and_evaluation(trained, tiny_
         assert {"wm", "gm", "csf"} <= set(r["tissue_wasserstein"]) and 0 <= r["dice_synthetic"] <= 1
     assert "ssim_encoded" in capsys.readouterr().out
     with pytest.raises(SystemExit):  # results exist: refused without --overwrite
-        run(config_file=str(CONFIGS / "evaluate.yaml"), profile="tiny", common_overrides=TINY,
-            ckpt_path=str(trained / "model.pt"), datalist=str(tiny_phantoms), output_dir=str(ev),
-            device="$torch.device('cpu')")
+        run(
+            config_file=str(CONFIGS / "evaluate.yaml"),
+            profile="tiny",
+            common_overrides=TINY,
+            ckpt_path=str(trained / "model.pt"),
+            datalist=str(tiny_phantoms),
+            output_dir=str(ev),
+            device="$torch.device('cpu')",
+        )
 
 
 def test_torchrun_ddp_training_on_two_cpu_processes(tiny_phantoms, tmp_path):
@@ -88,9 +116,26 @@ def test_torchrun_ddp_training_on_two_cpu_processes(tiny_phantoms, tmp_path):
     over.write_text(json.dumps({**settings, "max_epochs": 1, "torch_threads": 1}))
     cfg = repr([*TRAIN, str(CONFIGS / "multi_gpu_train.yaml"), str(over)])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
-                          "--nproc_per_node=2", "-m", "monai.bundle", "run", "--config_file", cfg],
-                         capture_output=True, text=True, timeout=300, env=env, cwd=str(tmp_path))
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nnodes=1",
+            "--nproc_per_node=2",
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            cfg,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=str(tmp_path),
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     files = sorted(p.name for p in run_dir.iterdir())
     assert {"checkpoint_epoch=1.pt", "checkpoint_final.pt", "model.pt"} <= set(files)
@@ -120,7 +165,7 @@ def test_gradient_checkpointing_gives_the_same_outputs_and_gradients():
         losses.append(loss.item())
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
     checked = 0
-    for (name, a), (_, b) in zip(nets[0].named_parameters(), nets[1].named_parameters()):
+    for (name, a), (_, b) in zip(nets[0].named_parameters(), nets[1].named_parameters(), strict=True):
         if name.startswith("spade.encoder."):  # the style encoder is unused when z is given
             continue
         assert a.grad is not None and torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-7), name

@@ -42,16 +42,38 @@ def seg_weights(tmp_path_factory):
 def test_label_ldm_inference_runs_from_root_and_from_a_copied_bundle(ldm_weights, tmp_path, where):
     ae, dm = ldm_weights
     over = tmp_path / "tiny.json"
-    over.write_text(json.dumps({"profile": "tiny", "common_overrides": LDM_TINY, "autoencoder_path": ae,
-                                "diffusion_path": dm, "steps": 2, "max_retries": 0}))
+    over.write_text(
+        json.dumps(
+            {
+                "profile": "tiny",
+                "common_overrides": LDM_TINY,
+                "autoencoder_path": ae,
+                "diffusion_path": dm,
+                "steps": 2,
+                "max_retries": 0,
+            }
+        )
+    )
     if where == "repo_root":
         cwd, cfg = ROOT, "bundles/label_ldm/configs/inference.yaml"
         out = tmp_path / "out"
     else:
         cwd, cfg = _copy("label_ldm", tmp_path), "configs/inference.yaml"
         out = cwd / "out"
-    res = run_cmd(["-m", "monai.bundle", "run", "--config_file", repr([cfg, str(over)]), "--output_dir", str(out),
-                   "--tumour_ml", "0"], cwd=cwd)
+    res = run_cmd(
+        [
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            repr([cfg, str(over)]),
+            "--output_dir",
+            str(out),
+            "--tumour_ml",
+            "0",
+        ],
+        cwd=cwd,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     side = json.loads(next(out.glob("*.json")).read_text())
     assert side["requested"]["tumour_ml"] == 0.0
@@ -67,8 +89,25 @@ def test_segmenter_inference_runs_from_root_and_from_a_copied_bundle(tiny_phanto
     else:
         cwd = _copy("segmenter", tmp_path)
         cfg, out = "configs/inference.yaml", cwd / "out"
-    res = run_cmd(["-m", "monai.bundle", "run", "--config_file", cfg, "--profile", "tiny", "--channels",
-                   str(TINY_CHANNELS), "--ckpt_path", str(seg_weights), "--input_image", str(image),
-                   "--output_dir", str(out)], cwd=cwd)
+    res = run_cmd(
+        [
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            cfg,
+            "--profile",
+            "tiny",
+            "--channels",
+            str(TINY_CHANNELS),
+            "--ckpt_path",
+            str(seg_weights),
+            "--input_image",
+            str(image),
+            "--output_dir",
+            str(out),
+        ],
+        cwd=cwd,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert len(list(out.glob("*_seg.nii.gz"))) == 1 and len(list(out.glob("*_volumes.json"))) == 1

@@ -14,9 +14,24 @@ from brainspade.labels import LABELS
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLES = ("label_ldm", "brainspade3d", "segmenter")
-REQUIRED_META = ("version", "changelog", "monai_version", "pytorch_version", "numpy_version",
-                 "required_packages_version", "task", "description", "authors", "copyright", "data_source",
-                 "data_type", "intended_use", "references", "network_data_format", "name")
+REQUIRED_META = (
+    "version",
+    "changelog",
+    "monai_version",
+    "pytorch_version",
+    "numpy_version",
+    "required_packages_version",
+    "task",
+    "description",
+    "authors",
+    "copyright",
+    "data_source",
+    "data_type",
+    "intended_use",
+    "references",
+    "network_data_format",
+    "name",
+)
 INFERENCE_IDS = ("bundle_root", "device", "network_def", "inferer", "run", "output_dir")
 ZOO_FILE_LIMIT = 25 * 1024 * 1024
 

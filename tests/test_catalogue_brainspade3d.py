@@ -16,8 +16,14 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-
-from brainspade3d_helpers import CONFIGS, inference_cmd, make_tiny_chain, one_torch_thread, run_inference, write_overrides
+from brainspade3d_helpers import (
+    CONFIGS,
+    inference_cmd,
+    make_tiny_chain,
+    one_torch_thread,
+    run_inference,
+    write_overrides,
+)
 from cli_harness import assert_clean_failure, run_cmd
 
 
@@ -33,10 +39,24 @@ def _brain(shape=(24, 24, 24)) -> np.ndarray:
 
 
 _one_thread = pytest.fixture(scope="module", autouse=True)(one_torch_thread)
-SUBPROCESS = ("unknown_contrast", "unreadable_label_file", "labels_outside_table", "nan_in_label_file",
-              "bad_style_image", "output_exists_without_overwrite")  # + training_datalist_missing: 7 processes
-IN_PROCESS = ("missing_label_file", "label_file_2d", "label_file_4d_wrong_channels", "num_samples_0",
-              "shard_out_of_range", "unknown_profile", "negative_lesion_volume", "output_dir_is_a_file")
+SUBPROCESS = (
+    "unknown_contrast",
+    "unreadable_label_file",
+    "labels_outside_table",
+    "nan_in_label_file",
+    "bad_style_image",
+    "output_exists_without_overwrite",
+)  # + training_datalist_missing: 7 processes
+IN_PROCESS = (
+    "missing_label_file",
+    "label_file_2d",
+    "label_file_4d_wrong_channels",
+    "num_samples_0",
+    "shard_out_of_range",
+    "unknown_profile",
+    "negative_lesion_volume",
+    "output_dir_is_a_file",
+)
 
 
 def _cases(d: Path) -> dict[str, tuple[dict, str, list[str]]]:
@@ -54,22 +74,41 @@ def _cases(d: Path) -> dict[str, tuple[dict, str, list[str]]]:
         "unknown_contrast": ({"contrast": "t1,pd"}, r"unknown contrast 'pd'; accepted: t1, t2, flair, t1ce", []),
         "unreadable_label_file": ({"label_file": str(garbage)}, r"label_file .* not a readable NIfTI.*accepted:", []),
         "missing_label_file": ({"label_file": str(d / "nope.nii.gz")}, r"does not exist; accepted:", []),
-        "label_file_4d_wrong_channels": ({"label_file": _nifti(d / "four_d.nii.gz", four_d)},
-                                         r"shape \(3, 24, 24, 24\); accepted: \(10, X, Y, Z\)", []),
-        "label_file_2d": ({"label_file": _nifti(d / "flat.nii.gz", _brain()[:, :, 12])},
-                          r"has shape \(24, 24\); accepted: a 3D volume", []),
-        "labels_outside_table": ({"label_file": _nifti(d / "outside.nii.gz", outside)},
-                                 r"label values \[12\] outside the label table; accepted: 0\.\.9", []),
+        "label_file_4d_wrong_channels": (
+            {"label_file": _nifti(d / "four_d.nii.gz", four_d)},
+            r"shape \(3, 24, 24, 24\); accepted: \(10, X, Y, Z\)",
+            [],
+        ),
+        "label_file_2d": (
+            {"label_file": _nifti(d / "flat.nii.gz", _brain()[:, :, 12])},
+            r"has shape \(24, 24\); accepted: a 3D volume",
+            [],
+        ),
+        "labels_outside_table": (
+            {"label_file": _nifti(d / "outside.nii.gz", outside)},
+            r"label values \[12\] outside the label table; accepted: 0\.\.9",
+            [],
+        ),
         "nan_in_label_file": ({"label_file": _nifti(d / "nan.nii.gz", nan)}, r"NaN.*accepted: finite", []),
-        "bad_style_image": ({"style_image": str(d / "notes.txt")},
-                            r"style_image .* not a readable NIfTI.*accepted: .*nii", []),
+        "bad_style_image": (
+            {"style_image": str(d / "notes.txt")},
+            r"style_image .* not a readable NIfTI.*accepted: .*nii",
+            [],
+        ),
         "num_samples_0": ({"num_samples": 0}, r"num_samples=0 is out of range; accepted: 1\.\.", []),
         "shard_out_of_range": ({"shard": 2, "num_shards": 2}, r"shard=2 .*accepted: 0\.\.1", []),
         "negative_lesion_volume": ({"tumour_ml": -5}, r"tumour_ml=-5 is negative; accepted:", []),
-        "output_dir_is_a_file": ({"output_dir": str(d / "notes.txt")}, r"output_dir .* cannot be created.*accepted: a writable", []),
+        "output_dir_is_a_file": (
+            {"output_dir": str(d / "notes.txt")},
+            r"output_dir .* cannot be created.*accepted: a writable",
+            [],
+        ),
         "unknown_profile": ({"profile": "huge"}, r"unknown profile 'huge'; accepted: default, paper, tiny", []),
-        "output_exists_without_overwrite": ({}, r"already holds 'sample-000000_t1.nii.gz'.*accepted: .*--overwrite true",
-                                            ["sample-000000_t1.nii.gz"]),
+        "output_exists_without_overwrite": (
+            {},
+            r"already holds 'sample-000000_t1.nii.gz'.*accepted: .*--overwrite true",
+            ["sample-000000_t1.nii.gz"],
+        ),
     }
 
 
@@ -93,9 +132,19 @@ def results(workdir):
             (out / f).write_bytes(b"earlier result")
         jobs[name] = (inference_cmd(overrides, output_dir=out, **opts), pattern, out)
     run_dir = d / "train_run"
-    train = ["-m", "monai.bundle", "run", "--config_file",
-             repr([str(CONFIGS / "common.yaml"), str(CONFIGS / "train.yaml")]),
-             "--profile", "tiny", "--datalist", str(d / "missing" / "datalist.json"), "--run_dir", str(run_dir)]
+    train = [
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        repr([str(CONFIGS / "common.yaml"), str(CONFIGS / "train.yaml")]),
+        "--profile",
+        "tiny",
+        "--datalist",
+        str(d / "missing" / "datalist.json"),
+        "--run_dir",
+        str(run_dir),
+    ]
     jobs["training_datalist_missing"] = (train, r"datalist .* does not exist; accepted: a MONAI datalist", run_dir)
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {name: pool.submit(run_cmd, args) for name, (args, _, _) in jobs.items()}

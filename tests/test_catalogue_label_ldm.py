@@ -20,14 +20,23 @@ RANGE = r"accepted: 0 \(absent\) or [\d.]+ to [\d.]+ mL \(the trained range\)"
 INFERENCE_CASES = {
     "tumour_above_range": ({"tumour_ml": 999}, r"tumour_ml=999 mL is outside the trained range; " + RANGE),
     "negative_volume": ({"wmh_ml": -2}, r"wmh_ml=-2 is negative; " + RANGE),
-    "oedema_without_tumour": ({"tumour_ml": 0, "oedema_ml": "{oedema_mid}"},  # oedema_ml inside its range
-                              r"combination tumour_ml=0, oedema_ml>0 never occurs in the training data.*accepted"),
+    "oedema_without_tumour": (
+        {"tumour_ml": 0, "oedema_ml": "{oedema_mid}"},  # oedema_ml inside its range
+        r"combination tumour_ml=0, oedema_ml>0 never occurs in the training data.*accepted",
+    ),
     "unknown_sampling": ({"sampling": "euler"}, r"sampling='euler' is not known; accepted: ddim, pndm300, ddpm1000"),
-    "missing_weights": ({"autoencoder_path": "{tmp}/nope.pt"},
-                        r"autoencoder weights file '.*nope.pt' does not exist; accepted: the bundle's models/"),
-    "malformed_weights": ({"diffusion_path": "{tmp}/broken.pt"},
-                          r"diffusion weights file '.*broken.pt' cannot be read .*; accepted: a checkpoint written by"),
-    "output_dir_holds_results": ({"output_dir": "{tmp}/full"}, r"output_dir '.*full' already holds 'sample-s0-000_label"),
+    "missing_weights": (
+        {"autoencoder_path": "{tmp}/nope.pt"},
+        r"autoencoder weights file '.*nope.pt' does not exist; accepted: the bundle's models/",
+    ),
+    "malformed_weights": (
+        {"diffusion_path": "{tmp}/broken.pt"},
+        r"diffusion weights file '.*broken.pt' cannot be read .*; accepted: a checkpoint written by",
+    ),
+    "output_dir_holds_results": (
+        {"output_dir": "{tmp}/full"},
+        r"output_dir '.*full' already holds 'sample-s0-000_label",
+    ),
 }
 # the same checks once more as commands, with -m slow (in-process tests cover them in the default run); each
 # command costs ~6 s of CPU in Python/torch/MONAI start-up alone
@@ -51,8 +60,14 @@ def setup(tiny_phantoms, tmp_path_factory):
 
     def job(name: str, opts: dict) -> tuple[list[str], Path]:
         out = Path(str(opts.get("output_dir", root / name)).format(tmp=root))
-        kw = {"profile": "tiny", "common_overrides": repr(TINY), "autoencoder_path": ae, "diffusion_path": dm,
-              "output_dir": out, "steps": 1}
+        kw = {
+            "profile": "tiny",
+            "common_overrides": repr(TINY),
+            "autoencoder_path": ae,
+            "diffusion_path": dm,
+            "output_dir": out,
+            "steps": 1,
+        }
         kw.update({k: str(v).format(tmp=root, oedema_mid=round((lo + hi) / 2, 3)) for k, v in opts.items()})
         return bundle_cmd("label_ldm", ["inference.yaml"], **kw), out
 
@@ -65,9 +80,17 @@ def results(setup):
     root, job = setup
     jobs = {name: job(name, opts) for name, (opts, _) in INFERENCE_CASES.items()}
     run_dir = root / "train_run"
-    jobs["training_missing_datalist"] = (bundle_cmd(
-        "label_ldm", ["common.yaml", "train_autoencoder.yaml"], profile="tiny", datalist=root / "no" / "datalist.json",
-        run_dir=run_dir, export_path=run_dir / "autoencoder.pt"), run_dir)
+    jobs["training_missing_datalist"] = (
+        bundle_cmd(
+            "label_ldm",
+            ["common.yaml", "train_autoencoder.yaml"],
+            profile="tiny",
+            datalist=root / "no" / "datalist.json",
+            run_dir=run_dir,
+            export_path=run_dir / "autoencoder.pt",
+        ),
+        run_dir,
+    )
     before = {name: files_under(out) for name, (_, out) in jobs.items()}
     with ThreadPoolExecutor(max_workers=3) as pool:
         futures = {name: pool.submit(run_cmd, args, root, 300, ONE_THREAD_ENV) for name, (args, _) in jobs.items()}
@@ -82,8 +105,9 @@ def test_inference_refuses_bad_input(results, case):
 
 def test_training_refuses_missing_datalist(results):
     res, out, before = results["training_missing_datalist"]
-    assert_clean_failure(res, r"datalist '.*datalist.json' does not exist; accepted: a datalist.json written by", out,
-                         before)
+    assert_clean_failure(
+        res, r"datalist '.*datalist.json' does not exist; accepted: a datalist.json written by", out, before
+    )
 
 
 @pytest.mark.slow

@@ -49,35 +49,54 @@ def _cases(tmp: Path) -> dict[str, dict]:
 
     def infer(name, **kw):
         out = tmp / f"out_{name}"
-        return bundle_cmd("segmenter", ["inference.yaml"], output_dir=kw.pop("output_dir", out),
-                          ckpt_path=kw.pop("ckpt_path", weights), **kw)
+        return bundle_cmd(
+            "segmenter",
+            ["inference.yaml"],
+            output_dir=kw.pop("output_dir", out),
+            ckpt_path=kw.pop("ckpt_path", weights),
+            **kw,
+        )
 
     def train(name, sources):
         return bundle_cmd("segmenter", ["train.yaml"], output_dir=tmp / f"out_{name}", train_sources=repr(sources))
 
     return {
-        "missing_image": {"args": infer("missing_image", input_image=tmp / "nope.nii.gz"),
-                          "pattern": r"input image '.*nope\.nii\.gz' does not exist; accepted: a 3D NIfTI"},
-        "4d_image": {"args": infer("4d_image", input_image=four_d),
-                     "pattern": r"is 4D with shape \(12, 12, 12, 3\); accepted: a 3D NIfTI"},
-        "nan_image": {"args": infer("nan_image", input_image=nan),
-                      "pattern": r"contains NaN or infinite values; accepted: a 3D NIfTI.*finite values"},
+        "missing_image": {
+            "args": infer("missing_image", input_image=tmp / "nope.nii.gz"),
+            "pattern": r"input image '.*nope\.nii\.gz' does not exist; accepted: a 3D NIfTI",
+        },
+        "4d_image": {
+            "args": infer("4d_image", input_image=four_d),
+            "pattern": r"is 4D with shape \(12, 12, 12, 3\); accepted: a 3D NIfTI",
+        },
+        "nan_image": {
+            "args": infer("nan_image", input_image=nan),
+            "pattern": r"contains NaN or infinite values; accepted: a 3D NIfTI.*finite values",
+        },
         # real weights of the network (weights that do not fit it are refused first, before the folder check)
-        "output_exists": {"args": infer("exists", input_image=good, output_dir=exists,
-                                        ckpt_path=BUNDLE_MODEL),
-                          "pattern": r"already holds 'good_seg\.nii\.gz'.*accepted: .*--overwrite true",
-                          "out": exists, "before": ["good_seg.nii.gz"]},
-        "unreadable_checkpoint": {"args": infer("ckpt", input_image=good, ckpt_path=corrupt),
-                                  "pattern": r"model weights '.*corrupt\.pt' is not a readable weights file.*accepted: "
-                                             r"a PyTorch state-dict"},
-        "missing_datalist": {"args": train("missing_datalist", [{"kind": "phantom", "datalist": str(tmp / "nowhere")}]),
-                             "pattern": r"datalist '.*nowhere' does not exist; accepted: a MONAI datalist"},
+        "output_exists": {
+            "args": infer("exists", input_image=good, output_dir=exists, ckpt_path=BUNDLE_MODEL),
+            "pattern": r"already holds 'good_seg\.nii\.gz'.*accepted: .*--overwrite true",
+            "out": exists,
+            "before": ["good_seg.nii.gz"],
+        },
+        "unreadable_checkpoint": {
+            "args": infer("ckpt", input_image=good, ckpt_path=corrupt),
+            "pattern": r"model weights '.*corrupt\.pt' is not a readable weights file.*accepted: "
+            r"a PyTorch state-dict",
+        },
+        "missing_datalist": {
+            "args": train("missing_datalist", [{"kind": "phantom", "datalist": str(tmp / "nowhere")}]),
+            "pattern": r"datalist '.*nowhere' does not exist; accepted: a MONAI datalist",
+        },
         "datalist_entry_without_label": {
             "args": train("no_label", [{"kind": "datalist", "datalist": str(bad_list)}]),
-            "pattern": r"real\.json entry 0 lacks key 'label'; required keys: image, label"},
-        "unknown_source_kind": {"args": train("kind", [{"kind": "gan", "path": str(tmp)}]),
-                                "pattern": r"training source 0 .* has no valid 'kind'; accepted: phantom, datalist, "
-                                           r"folder, dr"},
+            "pattern": r"real\.json entry 0 lacks key 'label'; required keys: image, label",
+        },
+        "unknown_source_kind": {
+            "args": train("kind", [{"kind": "gan", "path": str(tmp)}]),
+            "pattern": r"training source 0 .* has no valid 'kind'; accepted: phantom, datalist, " r"folder, dr",
+        },
     }
 
 
@@ -88,16 +107,25 @@ def results(tmp_path_factory):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
     def run(case):
-        return subprocess.run([sys.executable, *case["args"]], cwd=ROOT, capture_output=True, text=True,
-                              timeout=300, env=env)
+        return subprocess.run(
+            [sys.executable, *case["args"]], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env
+        )
 
     with ThreadPoolExecutor(max_workers=4) as pool:
-        done = dict(zip(cases, pool.map(run, cases.values())))
+        done = dict(zip(cases, pool.map(run, cases.values()), strict=True))
     return {name: (cases[name], res, tmp) for name, res in done.items()}
 
 
-CASES = ["missing_image", "4d_image", "nan_image", "output_exists", "unreadable_checkpoint", "missing_datalist",
-         "datalist_entry_without_label", "unknown_source_kind"]
+CASES = [
+    "missing_image",
+    "4d_image",
+    "nan_image",
+    "output_exists",
+    "unreadable_checkpoint",
+    "missing_datalist",
+    "datalist_entry_without_label",
+    "unknown_source_kind",
+]
 
 
 @pytest.mark.parametrize("name", CASES)

@@ -43,8 +43,9 @@ def test_killed_training_resumes_from_its_last_checkpoint(tiny_phantoms, tmp_pat
     ckpt_dir = out / "checkpoints"
     env_log = tmp_path / "first.log"
     with env_log.open("w") as log:
-        proc = subprocess.Popen(_train_cmd(override_file), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            _train_cmd(override_file), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = time.time() + 240
         while time.time() < deadline and proc.poll() is None and _latest_epoch(ckpt_dir) < 2:
             time.sleep(0.5)

@@ -34,7 +34,7 @@ def test_track_yields_everything_and_draws_only_when_enabled(monkeypatch):
 def test_attach_progress_to_an_ignite_engine(monkeypatch):
     monkeypatch.setenv("BRAINSPADE_PROGRESS", "1")
     engine = progress.attach_progress(Engine(lambda e, b: None), desc="train")
-    handlers = [h for h in engine._event_handlers[Events.ITERATION_COMPLETED]]
+    handlers = list(engine._event_handlers[Events.ITERATION_COMPLETED])
     assert handlers, "no progress handler attached"
     monkeypatch.setenv("BRAINSPADE_PROGRESS", "0")
     quiet = progress.attach_progress(Engine(lambda e, b: None))

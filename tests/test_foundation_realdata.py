@@ -38,16 +38,19 @@ def test_good_datalist_loads_and_transforms_to_profile_grid(tmp_path):
     assert set(np.unique(out["label"].numpy()).astype(int)) <= {0, 7, 8, 9}  # BraTS 1,2,4 -> 7,8,9
 
 
-@pytest.mark.parametrize("case, msg", [
-    ("missing_key", "lacks key 'label'"),
-    ("missing_file", "does not exist"),
-    ("shape", "differs from image shape"),
-    ("affine", "affine differs"),
-    ("labels", r"label values \[7"),
-    ("duplicate", "duplicates entry 0"),
-    ("no_list", "has no 'training' list"),
-    ("not_nifti", "not a readable NIfTI"),
-])
+@pytest.mark.parametrize(
+    "case, msg",
+    [
+        ("missing_key", "lacks key 'label'"),
+        ("missing_file", "does not exist"),
+        ("shape", "differs from image shape"),
+        ("affine", "affine differs"),
+        ("labels", r"label values \[7"),
+        ("duplicate", "duplicates entry 0"),
+        ("no_list", "has no 'training' list"),
+        ("not_nifti", "not a readable NIfTI"),
+    ],
+)
 def test_bad_datalists_name_the_entry_and_problem(tmp_path, case, msg):
     e = _pair(tmp_path, "a")
     entries = [e]

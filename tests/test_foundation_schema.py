@@ -3,13 +3,33 @@ import pytest
 
 from brainspade import CONTRASTS, PROFILES, check_contrasts, get_profile
 from brainspade.errors import InputError
-from brainspade.labels import (CONDITION_KEYS, LABELS, LESION_CODES, NUM_LABELS, check_int_labels, check_pv,
-                               int_to_pv, lesion_volumes_ml, normalise_pv, pv_to_int)
+from brainspade.labels import (
+    CONDITION_KEYS,
+    LABELS,
+    LESION_CODES,
+    NUM_LABELS,
+    check_int_labels,
+    check_pv,
+    int_to_pv,
+    lesion_volumes_ml,
+    normalise_pv,
+    pv_to_int,
+)
 
 
 def test_label_table_codes_are_the_documented_ones():
-    assert [lab.key for lab in LABELS] == ["background", "csf", "gm", "wm", "dgm", "brainstem", "wmh", "tumour",
-                                          "oedema", "enhancing"]
+    assert [lab.key for lab in LABELS] == [
+        "background",
+        "csf",
+        "gm",
+        "wm",
+        "dgm",
+        "brainstem",
+        "wmh",
+        "tumour",
+        "oedema",
+        "enhancing",
+    ]
     assert [lab.code for lab in LABELS] == list(range(10)) and NUM_LABELS == 10
     assert LESION_CODES == (6, 7, 8, 9)
     assert CONDITION_KEYS == ("wmh_ml", "tumour_ml", "oedema_ml", "enhancing_ml")
@@ -37,12 +57,21 @@ def test_lesion_volumes_from_pv_and_int_agree_for_hard_maps():
     lab[1, 0, 0] = 9
     a = lesion_volumes_ml(lab, 8.0)
     b = lesion_volumes_ml(int_to_pv(lab), 8.0)
-    assert a == pytest.approx(b) and a["wmh_ml"] == pytest.approx(8 * 8 / 1000) and a["enhancing_ml"] == pytest.approx(0.008)
+    assert (
+        a == pytest.approx(b)
+        and a["wmh_ml"] == pytest.approx(8 * 8 / 1000)
+        and a["enhancing_ml"] == pytest.approx(0.008)
+    )
 
 
-@pytest.mark.parametrize("bad, msg", [(np.full((2, 2, 2), 11), "outside the label table"),
-                                       (np.full((2, 2, 2), 1.5), "non-integer"),
-                                       (np.full((2, 2, 2), np.nan), "NaN")])
+@pytest.mark.parametrize(
+    "bad, msg",
+    [
+        (np.full((2, 2, 2), 11), "outside the label table"),
+        (np.full((2, 2, 2), 1.5), "non-integer"),
+        (np.full((2, 2, 2), np.nan), "NaN"),
+    ],
+)
 def test_bad_int_labels_are_refused(bad, msg):
     with pytest.raises(InputError, match=msg):
         check_int_labels(bad)
@@ -88,8 +117,12 @@ def test_latest_checkpoint_picks_newest_and_breaks_ties_by_step(tmp_path):
 
     assert latest_checkpoint(tmp_path / "absent") is None
     assert latest_checkpoint(tmp_path) is None
-    for name, t in [("checkpoint_iteration=50.pt", 100), ("checkpoint_iteration=100.pt", 100), ("final.pt", 50),
-                    ("model.pt", 300)]:
+    for name, t in [
+        ("checkpoint_iteration=50.pt", 100),
+        ("checkpoint_iteration=100.pt", 100),
+        ("final.pt", 50),
+        ("model.pt", 300),
+    ]:
         torch.save({"step": torch.tensor(t)}, tmp_path / name)
         os.utime(tmp_path / name, (t, t))
     assert latest_checkpoint(tmp_path, "checkpoint_*.pt").endswith("checkpoint_iteration=100.pt")

@@ -20,5 +20,12 @@ def test_resume_skips_finished_samples_and_ignores_partial_ones(tmp_path):
     assert completed(tmp_path, range(3)) == {0}
     assert pending(tmp_path, [0, 1, 2]) == [1, 2]
     dl = json.loads(write_datalist(tmp_path).read_text())["training"]
-    assert dl == [{"id": sample_id(0), "label": f"{sample_id(0)}_label.nii.gz", "t1": f"{sample_id(0)}_t1.nii.gz",
-                   "wmh_ml": 1.0, "synthetic": True}]
+    assert dl == [
+        {
+            "id": sample_id(0),
+            "label": f"{sample_id(0)}_label.nii.gz",
+            "t1": f"{sample_id(0)}_t1.nii.gz",
+            "wmh_ml": 1.0,
+            "synthetic": True,
+        }
+    ]

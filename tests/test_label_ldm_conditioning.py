@@ -12,8 +12,9 @@ from brainspade.errors import InputError
 scripts = import_scripts(BUNDLE, "label_ldm_scripts")
 
 # training table (mL): healthy, WMH only, tumour (all parts), WMH + tumour
-TRAIN = np.array([[0, 0, 0, 0], [2.0, 0, 0, 0], [10.0, 0, 0, 0], [0, 5.0, 20.0, 3.0], [0, 30.0, 80.0, 12.0],
-                  [4.0, 8.0, 40.0, 6.0]])
+TRAIN = np.array(
+    [[0, 0, 0, 0], [2.0, 0, 0, 0], [10.0, 0, 0, 0], [0, 5.0, 20.0, 3.0], [0, 30.0, 80.0, 12.0], [4.0, 8.0, 40.0, 6.0]]
+)
 
 
 @pytest.fixture()
@@ -24,13 +25,25 @@ def space():
 def test_ranges_and_accepted_values(space):
     assert space.ranges["wmh_ml"] == (2.0, 10.0)
     assert space.parse({"tumour_ml": "8", "oedema_ml": 40, "enhancing_ml": 6.0}) == {
-        "wmh_ml": None, "tumour_ml": 8.0, "oedema_ml": 40.0, "enhancing_ml": 6.0}
+        "wmh_ml": None,
+        "tumour_ml": 8.0,
+        "oedema_ml": 40.0,
+        "enhancing_ml": 6.0,
+    }
     assert space.parse({"wmh_ml": 0})["wmh_ml"] == 0.0  # 0 = absent
 
 
-@pytest.mark.parametrize("value, pattern", [
-    (-1, "negative"), ("abc", "not a number"), (float("nan"), "not finite"), (True, "not a volume"),
-    (50.0, "outside the trained range"), (0.5, "outside the trained range")])
+@pytest.mark.parametrize(
+    "value, pattern",
+    [
+        (-1, "negative"),
+        ("abc", "not a number"),
+        (float("nan"), "not finite"),
+        (True, "not a volume"),
+        (50.0, "outside the trained range"),
+        (0.5, "outside the trained range"),
+    ],
+)
 def test_bad_values_refused_with_range(space, value, pattern):
     with pytest.raises(InputError, match=pattern) as exc:
         space.parse({"wmh_ml": value})
@@ -66,16 +79,27 @@ def test_log_normalisation_spreads_small_lesions_and_legacy_stays_linear():
     # weight files from before the transform was recorded are read as linear
     space_legacy = scripts.ConditionSpace(TRAIN.max(0), TRAIN)
     assert space_legacy.normalise(TRAIN[3])[1] == pytest.approx(5.0 / 30.0)
-    assert scripts.ConditionSpace(TRAIN.max(0), TRAIN, transform="log1p").normalise(TRAIN[3])[1] == \
-        pytest.approx(np.log1p(5.0) / np.log1p(30.0))
+    assert scripts.ConditionSpace(TRAIN.max(0), TRAIN, transform="log1p").normalise(TRAIN[3])[1] == pytest.approx(
+        np.log1p(5.0) / np.log1p(30.0)
+    )
 
 
 def _tiny_unet(**kw):
     from monai.networks.nets import DiffusionModelUNet
 
-    args = dict(spatial_dims=3, in_channels=2, out_channels=2, channels=[8, 8], attention_levels=[False, False],
-                num_res_blocks=1, norm_num_groups=4, num_head_channels=8, with_conditioning=True,
-                cross_attention_dim=4, num_class_embeds=1)
+    args = dict(
+        spatial_dims=3,
+        in_channels=2,
+        out_channels=2,
+        channels=[8, 8],
+        attention_levels=[False, False],
+        num_res_blocks=1,
+        norm_num_groups=4,
+        num_head_channels=8,
+        with_conditioning=True,
+        cross_attention_dim=4,
+        num_class_embeds=1,
+    )
     return DiffusionModelUNet(**{**args, **kw})
 
 

@@ -15,9 +15,17 @@ from brainspade.labels import CONDITION_KEYS, LABELS
 def test_evaluate_config_runs_and_saves_all_metrics(tiny_phantoms, tmp_path, capsys):
     ae, dm = make_tiny_weights(tiny_phantoms, tmp_path / "w")
     out = tmp_path / "eval.json"
-    kw = dict(config_file=str(CONFIGS / "evaluate.yaml"), profile="tiny", datalist=str(tiny_phantoms),
-              output_file=str(out), num_samples=3, device="cpu", steps=2, max_retries=1,
-              inference_overrides={"common_overrides": dict(TINY), "autoencoder_path": ae, "diffusion_path": dm})
+    kw = dict(
+        config_file=str(CONFIGS / "evaluate.yaml"),
+        profile="tiny",
+        datalist=str(tiny_phantoms),
+        output_file=str(out),
+        num_samples=3,
+        device="cpu",
+        steps=2,
+        max_retries=1,
+        inference_overrides={"common_overrides": dict(TINY), "autoencoder_path": ae, "diffusion_path": dm},
+    )
     run(**kw)
     res = json.loads(out.read_text())
     assert set(res["reconstruction_dice"]) == {lab.key for lab in LABELS}
@@ -51,7 +59,7 @@ def test_lesion_components_counts_separate_lesions_where_present():
     def spots(n: int, code: int) -> np.ndarray:
         lab = np.full((20, 20, 20), LABEL_CODES["wm"], dtype=np.int16)
         for i in range(n):  # separate cubes, 2 voxels apart
-            lab[1 + 4 * i: 3 + 4 * i, 5:7, 5:7] = code
+            lab[1 + 4 * i : 3 + 4 * i, 5:7, 5:7] = code
         return lab
 
     touching = spots(1, wmh)
@@ -73,8 +81,24 @@ def test_label_sampling_benchmark_smoke(tmp_path):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "label_sampling.json"
-    res = bench.main(["--profile", "tiny", "--steps", "ddim=2,pndm300=2,ddpm1000=3", "--num_samples", "3",
-                      "--reference_num_samples", "2", "--threads", "1", "--verify_retries", "1", "--output", str(out)])
+    res = bench.main(
+        [
+            "--profile",
+            "tiny",
+            "--steps",
+            "ddim=2,pndm300=2,ddpm1000=3",
+            "--num_samples",
+            "3",
+            "--reference_num_samples",
+            "2",
+            "--threads",
+            "1",
+            "--verify_retries",
+            "1",
+            "--output",
+            str(out),
+        ]
+    )
     assert json.loads(out.read_text())["benchmark"] == "label_sampling_tiny"
     rows = {r["sampler"]: r for r in res["cases"]}
     assert list(rows) == ["ddim", "pndm300", "ddpm1000", "ddim+verify+match"]

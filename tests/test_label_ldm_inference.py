@@ -9,7 +9,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 from cli_harness import bundle_cmd, run_cmd
-from label_ldm_helpers import BUNDLE, ONE_THREAD_ENV, TINY, inference_parser, make_tiny_weights, one_thread  # noqa: F401
+from label_ldm_helpers import (  # noqa: F401
+    BUNDLE,
+    ONE_THREAD_ENV,
+    TINY,
+    inference_parser,
+    make_tiny_weights,
+    one_thread,
+)
 
 from brainspade.bundle import import_scripts
 from brainspade.errors import InputError
@@ -27,14 +34,27 @@ def weights(tiny_phantoms, tmp_path_factory):
 def test_cli_writes_valid_nifti_pv_and_sidecar(weights, tmp_path):
     ae, dm = weights
     out = tmp_path / "out"
-    args = bundle_cmd("label_ldm", ["inference.yaml"], profile="tiny", common_overrides=repr(TINY), autoencoder_path=ae,
-                      diffusion_path=dm, output_dir=out, steps=2, max_retries=1, num_samples=2, seed=3, wmh_ml=0,
-                      save_pv=True)
+    args = bundle_cmd(
+        "label_ldm",
+        ["inference.yaml"],
+        profile="tiny",
+        common_overrides=repr(TINY),
+        autoencoder_path=ae,
+        diffusion_path=dm,
+        output_dir=out,
+        steps=2,
+        max_retries=1,
+        num_samples=2,
+        seed=3,
+        wmh_ml=0,
+        save_pv=True,
+    )
     res = run_cmd(args, cwd=tmp_path, env=ONE_THREAD_ENV)  # from another folder than the repository
     assert res.returncode == 0, res.stderr[-3000:]
     prof = get_profile("tiny")
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"sample-s3-00{i}{suffix}" for i in range(2) for suffix in ("_label.nii.gz", "_pv.nii.gz", ".json"))
+        f"sample-s3-00{i}{suffix}" for i in range(2) for suffix in ("_label.nii.gz", "_pv.nii.gz", ".json")
+    )
     for i in range(2):
         img = nib.load(str(out / f"sample-s3-00{i}_label.nii.gz"))
         assert img.shape == prof.shape and np.allclose(img.affine, prof.affine)
@@ -65,7 +85,10 @@ def test_in_memory_api_and_sampler_selection(weights):
     [d] = sampler(sampling="ddpm1000", steps=2)
     assert d["sampler"] == "ddpm1000"
     assert [type(sampler.schedulers[k]).__name__ for k in ("ddim", "pndm300", "ddpm1000")] == [
-        "DDIMScheduler", "PNDMScheduler", "DDPMScheduler"]
+        "DDIMScheduler",
+        "PNDMScheduler",
+        "DDPMScheduler",
+    ]
     assert sampler.default_steps == {"ddim": 20, "pndm300": 300, "ddpm1000": 1000}
     assert sampler.settings()["steps"] == 2 and sampler.settings(steps=None, sampling="pndm300")["steps"] == 300
     with pytest.raises(InputError, match="accepted: ddim, pndm300, ddpm1000"):
@@ -119,9 +142,9 @@ def test_verification_retries_are_bounded_and_reported(weights):
 def test_clean_lesions_keeps_lesions_inside_the_brain():
     lab = np.zeros((20, 20, 20), dtype=np.int16)
     lab[5:15, 5:15, 5:15] = LABEL_CODES["wm"]
-    lab[8:10, 8:10, 8:10] = LABEL_CODES["tumour"]          # inside: kept
-    lab[0:2, 0:2, 0:2] = LABEL_CODES["enhancing"]          # outside the brain: removed
-    lab[12, 12, 12] = LABEL_CODES["wmh"]                   # inside, but the user asked for none: removed
+    lab[8:10, 8:10, 8:10] = LABEL_CODES["tumour"]  # inside: kept
+    lab[0:2, 0:2, 0:2] = LABEL_CODES["enhancing"]  # outside the brain: removed
+    lab[12, 12, 12] = LABEL_CODES["wmh"]  # inside, but the user asked for none: removed
     pv, info = scripts.sampler.clean_lesions(int_to_pv(lab), {"wmh_ml": 0.0, "tumour_ml": 1.0}, 8.0)
     assert np.allclose(pv.sum(0), 1)
     assert pv[LABEL_CODES["tumour"]].sum() == 8 and pv[LABEL_CODES["enhancing"]].sum() == 0
@@ -137,10 +160,10 @@ def test_clean_lesions_returns_small_detached_tumour_specks_to_their_tissue():
     lab[2:22, 2:22, 2:22] = LABEL_CODES["wm"]
     lab[4:12, 4:12, 4:12] = LABEL_CODES["oedema"]
     lab[6:10, 6:10, 6:10] = LABEL_CODES["tumour"]
-    lab[12, 12, 12] = LABEL_CODES["enhancing"]      # touches the oedema corner diagonally: part of the tumour
+    lab[12, 12, 12] = LABEL_CODES["enhancing"]  # touches the oedema corner diagonally: part of the tumour
     lab[17:19, 17:19, 17:19] = LABEL_CODES["oedema"]  # detached speck, 8 voxels (1.5 % of the tumour voxels)
-    lab[5, 18, 5] = LABEL_CODES["tumour"]          # detached speck, 1 voxel
-    lab[18, 5, 5] = LABEL_CODES["wmh"]             # WMH are many spots by nature: kept
+    lab[5, 18, 5] = LABEL_CODES["tumour"]  # detached speck, 1 voxel
+    lab[18, 5, 5] = LABEL_CODES["wmh"]  # WMH are many spots by nature: kept
     req = {"wmh_ml": 1.0, "tumour_ml": 1.0, "oedema_ml": 1.0, "enhancing_ml": 1.0}
     pv, info = scripts.sampler.clean_lesions(int_to_pv(lab), req, 8.0)
     out = pv_to_int(pv)
@@ -148,11 +171,13 @@ def test_clean_lesions_returns_small_detached_tumour_specks_to_their_tissue():
     assert info["removed_tumour_specks_ml"] == 0.072 and info["removed_unrequested_ml"] == 0.0
     assert (out[17:19, 17:19, 17:19] == LABEL_CODES["wm"]).all() and out[5, 18, 5] == LABEL_CODES["wm"]
     assert (out[6:10, 6:10, 6:10] == LABEL_CODES["tumour"]).all() and out[12, 12, 12] == LABEL_CODES["enhancing"]
-    assert (out == LABEL_CODES["oedema"]).sum() == 8 ** 3 - 4 ** 3 and out[18, 5, 5] == LABEL_CODES["wmh"]
+    assert (out == LABEL_CODES["oedema"]).sum() == 8**3 - 4**3 and out[18, 5, 5] == LABEL_CODES["wmh"]
     lab[17:19, 17:19, 17:19] = LABEL_CODES["wm"]
     lab[14:20, 14:20, 14:20] = LABEL_CODES["oedema"]  # a second piece of 216 voxels (30 %): substantial, kept
     pv, info = scripts.sampler.clean_lesions(int_to_pv(lab), req, 8.0)
-    assert (pv_to_int(pv)[14:20, 14:20, 14:20] == LABEL_CODES["oedema"]).all() and info["removed_tumour_specks_ml"] == 0.008
+    assert (pv_to_int(pv)[14:20, 14:20, 14:20] == LABEL_CODES["oedema"]).all() and info[
+        "removed_tumour_specks_ml"
+    ] == 0.008
 
 
 def test_missing_weights_is_a_clear_error(weights, tmp_path):
@@ -211,7 +236,10 @@ def test_decode_roi_through_the_config(weights):
     assert sampler.amp is False  # bf16 autocast only on CUDA
     [s] = sampler(seed=2)
     assert s["pv"].shape == (10, 32, 32, 32) and np.allclose(s["pv"].sum(0), 1, atol=1e-4)
-    for roi, msg in (([0, 4, 4], "decode_roi=\\[0, 4, 4\\] is not accepted; accepted: null"), ("big", "decode_roi='big'")):
+    for roi, msg in (
+        ([0, 4, 4], "decode_roi=\\[0, 4, 4\\] is not accepted; accepted: null"),
+        ("big", "decode_roi='big'"),
+    ):
         bad = inference_parser(ae, dm, decode_roi=roi).get_parsed_content("sampler")
         with pytest.raises(InputError, match=msg):
             bad()

@@ -10,8 +10,18 @@ from label_ldm_helpers import CONFIGS, ONE_THREAD_ENV, TINY, make_tiny_weights, 
 
 def _torchrun(configs: list[str], **overrides) -> list[str]:
     files = repr([str(CONFIGS / c) for c in configs])
-    args = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "monai.bundle", "run",
-            "--config_file", files]
+    args = [
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        files,
+    ]
     for k, v in {"profile": "tiny", **TINY, **overrides}.items():
         args += [f"--{k}", str(v)]
     return args
@@ -24,16 +34,30 @@ def _log_writers(run_dir) -> int:
 
 def test_torchrun_two_processes_train_autoencoder(tiny_phantoms, tmp_path):
     ae_pt = tmp_path / "autoencoder.pt"
-    res = run_cmd(_torchrun(["common.yaml", "train_autoencoder.yaml", "multi_gpu_train_autoencoder.yaml"],
-                            datalist=tiny_phantoms, epoch_length=2, save_interval=2, max_epochs=1,
-                            run_dir=tmp_path / "ae", export_path=ae_pt, adv_start=1, image_log_interval=1),
-                  cwd=tmp_path, env=ONE_THREAD_ENV)
+    res = run_cmd(
+        _torchrun(
+            ["common.yaml", "train_autoencoder.yaml", "multi_gpu_train_autoencoder.yaml"],
+            datalist=tiny_phantoms,
+            epoch_length=2,
+            save_interval=2,
+            max_epochs=1,
+            run_dir=tmp_path / "ae",
+            export_path=ae_pt,
+            adv_start=1,
+            image_log_interval=1,
+        ),
+        cwd=tmp_path,
+        env=ONE_THREAD_ENV,
+    )
     assert res.returncode == 0, res.stderr[-4000:]
     ckpt = torch.load(tmp_path / "ae" / "checkpoints" / "final.pt", map_location="cpu", weights_only=True)
     assert ckpt["trainer"]["iteration"] == 2
     # rank 0 alone writes: one TensorBoard writer, its checkpoints, one export; its weights are the synchronised ones
     assert _log_writers(tmp_path / "ae") == 1
-    assert sorted(p.name for p in (tmp_path / "ae" / "checkpoints").iterdir()) == ["checkpoint_iteration=2.pt", "final.pt"]
+    assert sorted(p.name for p in (tmp_path / "ae" / "checkpoints").iterdir()) == [
+        "checkpoint_iteration=2.pt",
+        "final.pt",
+    ]
     exported = torch.load(ae_pt, map_location="cpu", weights_only=True)["autoencoder"]
     assert all(torch.equal(exported[k], v) for k, v in ckpt["autoencoder"].items())
     assert not any(k.startswith("module.") for k in exported)
@@ -44,11 +68,23 @@ def test_torchrun_two_processes_train_autoencoder(tiny_phantoms, tmp_path):
 def test_torchrun_two_processes_train_diffusion(tiny_phantoms, tmp_path):
     ae_pt, _ = make_tiny_weights(tiny_phantoms, tmp_path / "w")
     dm_pt = tmp_path / "diffusion.pt"
-    res = run_cmd(_torchrun(["common.yaml", "train_diffusion.yaml", "multi_gpu_train_diffusion.yaml"],
-                            datalist=tiny_phantoms, epoch_length=2, save_interval=2, max_epochs=1,
-                            run_dir=tmp_path / "dm", export_path=dm_pt, autoencoder_path=ae_pt, batch_size=1,
-                            image_log_interval=1, preview_steps=1),
-                  cwd=tmp_path, env=ONE_THREAD_ENV)
+    res = run_cmd(
+        _torchrun(
+            ["common.yaml", "train_diffusion.yaml", "multi_gpu_train_diffusion.yaml"],
+            datalist=tiny_phantoms,
+            epoch_length=2,
+            save_interval=2,
+            max_epochs=1,
+            run_dir=tmp_path / "dm",
+            export_path=dm_pt,
+            autoencoder_path=ae_pt,
+            batch_size=1,
+            image_log_interval=1,
+            preview_steps=1,
+        ),
+        cwd=tmp_path,
+        env=ONE_THREAD_ENV,
+    )
     assert res.returncode == 0, res.stderr[-4000:]
     ckpt = torch.load(tmp_path / "dm" / "checkpoints" / "final.pt", map_location="cpu", weights_only=True)
     assert ckpt["trainer"]["iteration"] == 2

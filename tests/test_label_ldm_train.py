@@ -18,8 +18,15 @@ def test_both_stages_train_resume_and_export(tiny_phantoms, tmp_path):
     ae_pt, dm_pt = str(tmp_path / "autoencoder.pt"), str(tmp_path / "diffusion.pt")
     common = dict(profile="tiny", datalist=str(tiny_phantoms), epoch_length=2, save_interval=2, **TINY)
     ae_cfg = [COMMON, str(CONFIGS / "train_autoencoder.yaml")]
-    run(config_file=ae_cfg, run_dir=str(ae_run), export_path=ae_pt, max_epochs=1, adv_start=1,
-        image_log_interval=2, **common)
+    run(
+        config_file=ae_cfg,
+        run_dir=str(ae_run),
+        export_path=ae_pt,
+        max_epochs=1,
+        adv_start=1,
+        image_log_interval=2,
+        **common,
+    )
     assert _iteration(str(ae_run / "checkpoints" / "final.pt")) == 2
     # resume: the second run continues from the checkpoint (iterations 3-4), not from scratch
     run(config_file=ae_cfg, run_dir=str(ae_run), export_path=ae_pt, max_epochs=2, adv_start=1, **common)
@@ -29,11 +36,27 @@ def test_both_stages_train_resume_and_export(tiny_phantoms, tmp_path):
     assert list(ae_run.glob("events.out.tfevents*")), "no TensorBoard log"
 
     dm_cfg = [COMMON, str(CONFIGS / "train_diffusion.yaml")]
-    run(config_file=dm_cfg, run_dir=str(dm_run), export_path=dm_pt, autoencoder_path=ae_pt, max_epochs=1,
-        batch_size=2, image_log_interval=2, preview_steps=2, **common)
+    run(
+        config_file=dm_cfg,
+        run_dir=str(dm_run),
+        export_path=dm_pt,
+        autoencoder_path=ae_pt,
+        max_epochs=1,
+        batch_size=2,
+        image_log_interval=2,
+        preview_steps=2,
+        **common,
+    )
     assert _iteration(str(dm_run / "checkpoints" / "final.pt")) == 2
-    run(config_file=dm_cfg, run_dir=str(dm_run), export_path=dm_pt, autoencoder_path=ae_pt, max_epochs=2,
-        batch_size=2, **common)
+    run(
+        config_file=dm_cfg,
+        run_dir=str(dm_run),
+        export_path=dm_pt,
+        autoencoder_path=ae_pt,
+        max_epochs=2,
+        batch_size=2,
+        **common,
+    )
     assert _iteration(str(dm_run / "checkpoints" / "final.pt")) == 4
     d = torch.load(dm_pt, map_location="cpu", weights_only=True)
     assert d["scale_factor"] > 0 and d["profile"] == "tiny"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import ndimage
 from label_ldm_helpers import BUNDLE
+from scipy import ndimage
 
 from brainspade.bundle import import_scripts
 from brainspade.labels import LABEL_CODES, int_to_pv, lesion_volumes_ml, pv_to_int
@@ -40,8 +40,12 @@ def _matched(status: dict, key: str) -> bool:
 def test_lesions_are_matched_exactly_and_stay_in_the_brain():
     pv, brain = _tumour_phantom()
     before = lesion_volumes_ml(pv_to_int(pv), VOXEL_MM3)
-    req = {"wmh_ml": before["wmh_ml"] * 0.6, "tumour_ml": before["tumour_ml"] * 1.7,
-           "oedema_ml": before["oedema_ml"] * 1.3, "enhancing_ml": before["enhancing_ml"] * 0.8}
+    req = {
+        "wmh_ml": before["wmh_ml"] * 0.6,
+        "tumour_ml": before["tumour_ml"] * 1.7,
+        "oedema_ml": before["oedema_ml"] * 1.3,
+        "enhancing_ml": before["enhancing_ml"] * 0.8,
+    }
     out, status = scripts.match_lesion_volumes(pv, req, VOXEL_MM3, brain)
     after = lesion_volumes_ml(pv_to_int(out), VOXEL_MM3)
     assert all(_matched(status, k) for k in req), status
@@ -61,8 +65,12 @@ def test_far_off_lesions_are_matched_too_compactly_and_only_into_their_tissue():
     before = pv_to_int(pv)
     vols = lesion_volumes_ml(before, VOXEL_MM3)
     # WMH x4 larger than sampled (grows far beyond its soft boundary), tumour core shrunk to a fifth
-    req = {"wmh_ml": vols["wmh_ml"] * 4.0, "tumour_ml": vols["tumour_ml"] / 5.0, "oedema_ml": vols["oedema_ml"] * 1.5,
-           "enhancing_ml": vols["enhancing_ml"] * 0.6}
+    req = {
+        "wmh_ml": vols["wmh_ml"] * 4.0,
+        "tumour_ml": vols["tumour_ml"] / 5.0,
+        "oedema_ml": vols["oedema_ml"] * 1.5,
+        "enhancing_ml": vols["enhancing_ml"] * 0.6,
+    }
     out, status = scripts.match_lesion_volumes(pv, req, VOXEL_MM3, brain)
     assert all(_matched(status, k) for k in req), status
     after = pv_to_int(out)

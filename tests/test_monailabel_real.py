@@ -48,23 +48,63 @@ def test_monai_label_serves_infers_and_trains_the_exported_segmenter(tmp_path):
     nan_data[10, 10, 10] = np.nan
     nan_scan = tmp_path / "nan_scan.nii.gz"
     nib.save(nib.Nifti1Image(nan_data, nan_img.affine), str(nan_scan))
-    datalist = generate_dataset(tmp_path / "phantoms", num_subjects=2, profile="default", seed=5,
-                                pathologies=["tumour"], split=(1.0, 0.0, 0.0), workers=1)
+    datalist = generate_dataset(
+        tmp_path / "phantoms",
+        num_subjects=2,
+        profile="default",
+        seed=5,
+        pathologies=["tumour"],
+        split=(1.0, 0.0, 0.0),
+        workers=1,
+    )
     entries = json.loads(datalist.read_text())["training"]
     pairs = [f"{datalist.parent / e['t1']}:{datalist.parent / e['label']}" for e in entries]
 
     # the command-line answer for the same scan, from the repository's bundle and the same shipped weights
     cli_out = tmp_path / "cli"
-    subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file",
-                    str(ROOT / "bundles" / "segmenter" / "configs" / "inference.yaml"), "--input_image", str(scan),
-                    "--output_dir", str(cli_out)], check=True, cwd=ROOT, timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            str(ROOT / "bundles" / "segmenter" / "configs" / "inference.yaml"),
+            "--input_image",
+            str(scan),
+            "--output_dir",
+            str(cli_out),
+        ],
+        check=True,
+        cwd=ROOT,
+        timeout=600,
+    )
 
     out = tmp_path / "out"
     out.mkdir()
     report_path = out / "report.json"
-    subprocess.run([str(venv / "bin" / "python"), str(HERE / "roundtrip.py"), "--venv", str(venv), "--app", str(app),
-                    "--studies", str(studies), "--scan", str(scan), "--nan_scan", str(nan_scan),
-                    "--train", *pairs, "--report", str(report_path)], check=True, timeout=3000)
+    subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            str(HERE / "roundtrip.py"),
+            "--venv",
+            str(venv),
+            "--app",
+            str(app),
+            "--studies",
+            str(studies),
+            "--scan",
+            str(scan),
+            "--nan_scan",
+            str(nan_scan),
+            "--train",
+            *pairs,
+            "--report",
+            str(report_path),
+        ],
+        check=True,
+        timeout=3000,
+    )
     report = json.loads(report_path.read_text())
     log = (out / "server.log").read_text(errors="replace")[-3000:]
     assert report["models"] == ["segmenter"] and report["trainers"] == ["segmenter"], log

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from brainspade3d_helpers import make_tiny_chain, one_torch_thread, run_inference
 from _segmenter_helpers import INFER, TRAIN, run_bundle, tiny_train_overrides, write_nifti
+from brainspade3d_helpers import make_tiny_chain, one_torch_thread, run_inference
 
 from brainspade.cli import FALSE_WORDS, TRUE_WORDS, parse_bool
 from brainspade.errors import InputError
@@ -28,6 +28,7 @@ def _error_line(capsys) -> str:
 
 
 # -- one boolean parser for every bundle ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("word", [*TRUE_WORDS, "True", "YES", " on ", True, 1])
 def test_true_as_users_type_it(word):
@@ -51,8 +52,11 @@ def seg_run(tiny_phantoms, tmp_path_factory):
     d = tmp_path_factory.mktemp("reliability_seg")
     out = d / "train"
     run_bundle(TRAIN, **tiny_train_overrides(tiny_phantoms, out))
-    img = write_nifti(d / "scan.nii.gz", np.random.default_rng(0).random((20, 20, 20)).astype(np.float32) + 1,
-                      np.diag([6.0, 6.0, 6.0, 1.0]))
+    img = write_nifti(
+        d / "scan.nii.gz",
+        np.random.default_rng(0).random((20, 20, 20)).astype(np.float32) + 1,
+        np.diag([6.0, 6.0, 6.0, 1.0]),
+    )
     seg_out = d / "seg"
     tiny = {"profile": "tiny", "channels": [4, 8, 16, 32], "ckpt_path": str(out / "model_final.pt")}
     run_bundle(INFER, input_image=str(img), output_dir=str(seg_out), **tiny)
@@ -82,8 +86,9 @@ def test_a_resume_that_does_not_fit_writes_nothing(seg_run, tiny_phantoms, capsy
     _, out, _, _, _ = seg_run
     final = (out / "model_final.pt").read_bytes()
     with pytest.raises(SystemExit):  # other channels than the run being resumed
-        run_bundle(TRAIN, **tiny_train_overrides(tiny_phantoms, out, resume="true",
-                                                 channels=[2, 4, 8, 16], max_epochs=2))
+        run_bundle(
+            TRAIN, **tiny_train_overrides(tiny_phantoms, out, resume="true", channels=[2, 4, 8, 16], max_epochs=2)
+        )
     assert re.search(r"does not fit this network .*accepted: weights written with the same", _error_line(capsys))
     assert (out / "model_final.pt").read_bytes() == final  # the trained model is not replaced
 
@@ -96,6 +101,7 @@ def test_a_bad_boolean_is_one_error_line(seg_run, tiny_phantoms, capsys):
 
 
 # -- brainspade3d: inputs, samples, sidecars, resume ---------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def chain(tiny_phantoms, tmp_path_factory):
@@ -116,8 +122,13 @@ def test_resume_never_overwrites_the_users_label_file(chain, capsys):
     label.write_bytes(_first_label(phantoms).read_bytes())
     before = label.read_bytes()
     with pytest.raises(SystemExit):
-        run_inference({k: v for k, v in overrides.items() if k != "label_ldm_extra"}, label_file=str(label),
-                      output_dir=str(out), resume="true", preview=False)
+        run_inference(
+            {k: v for k, v in overrides.items() if k != "label_ldm_extra"},
+            label_file=str(label),
+            output_dir=str(out),
+            resume="true",
+            preview=False,
+        )
     assert "would be overwritten by this run's output" in _error_line(capsys)
     assert label.read_bytes() == before
 
@@ -138,8 +149,8 @@ def test_sidecars_that_lie_make_a_sample_unfinished(chain):
     out = d / "lies"
     run_inference(overrides, output_dir=str(out), num_samples=2, preview=False)
     assert completed(out, [0, 1]) == {0, 1}
-    (out / "sample-000000_t1.nii.gz").unlink()          # a deleted image
-    (out / "sample-000001.json").write_text("[]")      # valid JSON, not an object
+    (out / "sample-000000_t1.nii.gz").unlink()  # a deleted image
+    (out / "sample-000001.json").write_text("[]")  # valid JSON, not an object
     assert completed(out, [0, 1]) == set()
     assert json.loads(write_datalist(out).read_text())["training"] == []
     # resume makes both again instead of crashing or trusting them
@@ -179,7 +190,9 @@ def test_resume_refuses_a_folder_made_with_other_settings(chain, changed, capsys
         opts.update(changed)
     with pytest.raises(SystemExit):
         run_inference(opts, output_dir=str(out), num_samples=2, resume="true", preview=False)
-    assert re.search(r"already holds sample-000000 made with settings=.*accepted: the same settings", _error_line(capsys))
+    assert re.search(
+        r"already holds sample-000000 made with settings=.*accepted: the same settings", _error_line(capsys)
+    )
 
 
 @pytest.mark.parametrize("option", [{"tumour_ml": 999}, {"wmh_ml": 0}])
@@ -187,8 +200,12 @@ def test_lesion_options_with_a_label_file_are_refused(chain, option, capsys):
     d, overrides, phantoms = chain
     out = d / "noeffect"
     with pytest.raises(SystemExit):
-        run_inference({k: v for k, v in overrides.items() if k != "label_ldm_extra"},
-                      label_file=str(_first_label(phantoms)), output_dir=str(out), **option)
+        run_inference(
+            {k: v for k, v in overrides.items() if k != "label_ldm_extra"},
+            label_file=str(_first_label(phantoms)),
+            output_dir=str(out),
+            **option,
+        )
     assert "has no effect with --label_file" in _error_line(capsys)
     assert not out.exists()
 
@@ -201,6 +218,7 @@ def test_label_ldm_extra_that_is_not_a_dict_is_one_error_line(chain, capsys):
 
 
 # -- inputs: geometry, size, partial volumes, folders, dimensions --------------------------------------------------
+
 
 def _write(path: Path, data: np.ndarray, affine=None, codes=(1, 1)) -> Path:
     """A NIfTI whose header says exactly this (nibabel rewrites the header from an image's affine on save,
@@ -283,8 +301,13 @@ def test_a_folder_and_a_5d_image_are_named_for_what_they_are(tmp_path):
         load_nifti(path)
 
 
-@pytest.mark.parametrize("args, pattern", [(["--seed", "-5"], r"--seed -5 is out of range"),
-                                           (["--output_dir", "FILE"], r"is a file; accepted: a new or existing folder")])
+@pytest.mark.parametrize(
+    "args, pattern",
+    [
+        (["--seed", "-5"], r"--seed -5 is out of range"),
+        (["--output_dir", "FILE"], r"is a file; accepted: a new or existing folder"),
+    ],
+)
 def test_phantom_generator_refuses_bad_arguments(tmp_path, args, pattern, capsys):
     from brainspade.phantom.cli import main
 
@@ -306,10 +329,18 @@ def test_a_second_run_into_the_same_samples_is_refused(chain, capsys):
     d, overrides, _ = chain
     out = d / "busy"
     out.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from brainspade.sharding import SampleLocks; "
-        f"SampleLocks({str(out)!r}).acquire(['sample-000000']); print('held', flush=True); time.sleep(60)")],
-        stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from brainspade.sharding import SampleLocks; "
+                f"SampleLocks({str(out)!r}).acquire(['sample-000000']); print('held', flush=True); time.sleep(60)"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(SystemExit):
@@ -350,10 +381,15 @@ def test_an_output_name_from_the_label_file_says_where_it_comes_from(chain, caps
     bad = d / "sub 01_label.nii.gz"
     bad.write_bytes(_first_label(phantoms).read_bytes())
     with pytest.raises(SystemExit):
-        run_inference({k: v for k, v in overrides.items() if k != "label_ldm_extra"}, label_file=str(bad),
-                      output_dir=str(d / "named"))
-    assert re.search(r"output name 'sub 01' \(taken from the label file's name\) is not allowed.*rename the file",
-                     _error_line(capsys))
+        run_inference(
+            {k: v for k, v in overrides.items() if k != "label_ldm_extra"},
+            label_file=str(bad),
+            output_dir=str(d / "named"),
+        )
+    assert re.search(
+        r"output name 'sub 01' \(taken from the label file's name\) is not allowed.*rename the file",
+        _error_line(capsys),
+    )
 
 
 def test_deeply_nested_json_is_one_error(tmp_path):
@@ -406,6 +442,7 @@ def test_segmenter_disk_full_keeps_nothing_half_written(seg_run, tmp_path, monke
         run_bundle(INFER, input_image=str(img), output_dir=str(out), **tiny)
     monkeypatch.setattr(seg.transforms, "save_json", real)
     assert exc.value.code == 2
-    assert re.search(r"cannot write scan's results .*No space left on device.*nothing of scan was kept",
-                     _error_line(capsys))
+    assert re.search(
+        r"cannot write scan's results .*No space left on device.*nothing of scan was kept", _error_line(capsys)
+    )
     assert not (out / "scan_seg.nii.gz").exists() and not (out / "scan_volumes.json").exists()

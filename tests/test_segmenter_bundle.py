@@ -32,9 +32,24 @@ def test_metadata_label_parts_equal_the_label_table():
     assert out["channel_def"] == {str(lab.code): lab.name for lab in LABELS}
     assert meta["version"] in meta["changelog"]
     # (optional_packages_version is deprecated in MONAI 1.6: its packages are in required_packages_version)
-    for field in ("monai_version", "pytorch_version", "numpy_version", "required_packages_version", "task",
-                  "description", "authors", "copyright", "data_source", "data_type", "intended_use", "references",
-                  "label_classes", "name", "supported_apps", "eval_metrics"):
+    for field in (
+        "monai_version",
+        "pytorch_version",
+        "numpy_version",
+        "required_packages_version",
+        "task",
+        "description",
+        "authors",
+        "copyright",
+        "data_source",
+        "data_type",
+        "intended_use",
+        "references",
+        "label_classes",
+        "name",
+        "supported_apps",
+        "eval_metrics",
+    ):
         assert meta.get(field), field
 
 
@@ -50,12 +65,31 @@ def test_network_def_is_the_same_in_train_and_inference():
 
 
 def test_inference_workflow_properties(tmp_path):
-    wf = create_workflow(config_file=INFER, meta_file=META, workflow_type="inference", bundle_root=str(BUNDLE),
-                         output_dir=str(tmp_path / "o"))
+    wf = create_workflow(
+        config_file=INFER,
+        meta_file=META,
+        workflow_type="inference",
+        bundle_root=str(BUNDLE),
+        output_dir=str(tmp_path / "o"),
+    )
     # monai 1.6.1 raises KeyError for a missing required id instead of returning it
     assert wf.check_properties() == []
-    for pid in ("bundle_root", "device", "network_def", "network", "dataset_dir", "dataset", "preprocessing",
-                "postprocessing", "inferer", "evaluator", "initialize", "run", "finalize", "output_dir"):
+    for pid in (
+        "bundle_root",
+        "device",
+        "network_def",
+        "network",
+        "dataset_dir",
+        "dataset",
+        "preprocessing",
+        "postprocessing",
+        "inferer",
+        "evaluator",
+        "initialize",
+        "run",
+        "finalize",
+        "output_dir",
+    ):
         assert pid in wf.parser, pid
 
 
@@ -64,8 +98,15 @@ def test_train_workflow_properties_and_monai_label_train_ids(tiny_phantoms, tmp_
     wf = create_workflow(config_file=TRAIN, meta_file=META, workflow_type="train", **ov)
     assert wf.check_properties() == []
     # the ids MONAI Label's BundleTrainTask overrides
-    for pid in ("bundle_root", "device", "train#trainer#max_epochs", "train#dataset#data", "train#handlers",
-                "validate#dataset#data", "network"):
+    for pid in (
+        "bundle_root",
+        "device",
+        "train#trainer#max_epochs",
+        "train#dataset#data",
+        "train#handlers",
+        "validate#dataset#data",
+        "network",
+    ):
         assert pid in wf.parser, pid
     assert isinstance(wf.parser["train#handlers"], list)
     assert all("_target_" in h for h in wf.parser["train#handlers"])
@@ -91,17 +132,33 @@ def test_monai_label_train_task_runs_with_its_overrides(tiny_phantoms, tmp_path)
     parser = ConfigParser()
     parser.read_config(TRAIN)
     handlers = list(parser.get("train#handlers"))
-    handlers.insert(0, {"_target_": "CheckpointLoader", "load_path": str(weights), "load_dict": {"model": "$@network"},
-                        "strict": False})
+    handlers.insert(
+        0,
+        {
+            "_target_": "CheckpointLoader",
+            "load_path": str(weights),
+            "load_dict": {"model": "$@network"},
+            "strict": False,
+        },
+    )
     d = tiny_phantoms.parent
     entries = json.loads(tiny_phantoms.read_text())
     data = [{"image": str(d / e["t1"]), "label": str(d / e["label"])} for e in entries["training"]]
     val = [{"image": str(d / e["flair"]), "label": str(d / e["label"])} for e in entries["validation"][:1]]
     ov = tiny_train_overrides(tiny_phantoms, tmp_path / "run")
     # publish_path stands in for <bundle>/models/model.pt (the repository's shipped weights stay untouched)
-    ov.update({"bundle_root": str(BUNDLE), "train#trainer#max_epochs": 1, "train#dataset#data": data,
-               "device": torch.device("cpu"), "train#handlers": handlers, "validate#dataset#data": val,
-               "publish_model": True, "publish_path": str(weights)})
+    ov.update(
+        {
+            "bundle_root": str(BUNDLE),
+            "train#trainer#max_epochs": 1,
+            "train#dataset#data": data,
+            "device": torch.device("cpu"),
+            "train#handlers": handlers,
+            "validate#dataset#data": val,
+            "publish_model": True,
+            "publish_path": str(weights),
+        }
+    )
     before = weights.read_bytes()
     run(run_id="run", init_id=None, final_id=None, meta_file=META, config_file=TRAIN, **ov)
     assert (tmp_path / "run" / "model_final.pt").is_file()
@@ -120,8 +177,9 @@ def test_publish_skipped_when_training_stops_early(tiny_phantoms, tmp_path):
 
     target = _tiny_weights(tmp_path / "models" / "model.pt")
     before = target.read_bytes()
-    ov = tiny_train_overrides(tiny_phantoms, tmp_path / "run", publish_model=True, publish_path=str(target),
-                              max_epochs=100000, time_limit_s=1)
+    ov = tiny_train_overrides(
+        tiny_phantoms, tmp_path / "run", publish_model=True, publish_path=str(target), max_epochs=100000, time_limit_s=1
+    )
     run(meta_file=META, config_file=TRAIN, **ov)
     assert (tmp_path / "run" / "model_final.pt").is_file()  # the run did stop, and saved what it had
     assert target.read_bytes() == before
@@ -137,15 +195,29 @@ def test_multi_gpu_config_layers_over_train():
 
 def test_verify_net_in_out_on_network_def():
     # defaults (n=1), as the Model Zoo CI calls it: 16^3 is the smallest input (3 downsamplings, instance norm)
-    verify_net_in_out(net_id="network_def", meta_file=META, config_file=INFER, device="cpu",
-                      bundle_root=str(BUNDLE), channels=TINY_CHANNELS)
+    verify_net_in_out(
+        net_id="network_def",
+        meta_file=META,
+        config_file=INFER,
+        device="cpu",
+        bundle_root=str(BUNDLE),
+        channels=TINY_CHANNELS,
+    )
 
 
 def test_ckpt_export_to_torchscript(tmp_path):
     ckpt = _tiny_weights(tmp_path / "model.pt")
     ts = tmp_path / "model.ts"
-    ckpt_export(net_id="network_def", filepath=str(ts), ckpt_file=str(ckpt), meta_file=META, config_file=INFER,
-                key_in_ckpt="", bundle_root=str(BUNDLE), channels=TINY_CHANNELS)
+    ckpt_export(
+        net_id="network_def",
+        filepath=str(ts),
+        ckpt_file=str(ckpt),
+        meta_file=META,
+        config_file=INFER,
+        key_in_ckpt="",
+        bundle_root=str(BUNDLE),
+        channels=TINY_CHANNELS,
+    )
     net = torch.jit.load(str(ts))
     x = torch.randn(1, 1, 16, 16, 16)
     ref = ConfigParser()
@@ -196,8 +268,9 @@ def test_monai_label_infer_task_view(tmp_path):
         pre = list(pre.transforms) if isinstance(pre, Compose) else pre
         inferer = parser.get_parsed_content("inferer", instantiate=True)
         post = parser.get_parsed_content("postprocessing", instantiate=True)
-        post = [t for t in (list(post.transforms) if isinstance(post, Compose) else post)
-                if not isinstance(t, SaveImaged)]
+        post = [
+            t for t in (list(post.transforms) if isinstance(post, Compose) else post) if not isinstance(t, SaveImaged)
+        ]
         ckpt = torch.load(app / "models" / "model.pt", map_location="cpu", weights_only=True)
         network.load_state_dict(ckpt.get("model", ckpt), strict=False)
         network.eval()

@@ -36,7 +36,9 @@ def test_training_and_inference_feed_the_network_the_same_volume(real_scan, tmp_
     train = _parser(TRAIN, **{"train#augmentation": [], "train#crop_transforms": []})
     infer = _parser(INFER)
     # the label is only loaded, orientated and resampled; any 3D file on the image's grid will do
-    seen_in_training = train.get_parsed_content("train#preprocessing")({"image": str(real_scan), "label": str(real_scan)})
+    seen_in_training = train.get_parsed_content("train#preprocessing")(
+        {"image": str(real_scan), "label": str(real_scan)}
+    )
     seen_at_inference = infer.get_parsed_content("preprocessing")({"image": str(real_scan)})
     a, b = seen_in_training["image"], seen_at_inference["image"]
     assert a.shape == b.shape and a.shape[1:] != (189, 197, 233)  # resampled, not the input grid
@@ -54,7 +56,8 @@ def test_percentile_scaling_matches_monai():
     img[:, :10] = 0  # a skull-stripped background
     ours = scripts.ScalePercentilesd(keys=["image"])({"image": img})["image"]
     theirs = ScaleIntensityRangePercentilesd("image", lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True)(
-        {"image": img})["image"]
+        {"image": img}
+    )["image"]
     torch.testing.assert_close(torch.as_tensor(ours), torch.as_tensor(theirs), atol=1e-5, rtol=1e-4)
     assert float(ours[:, :10].abs().max()) == 0.0  # exactly-zero background stays exactly zero
 
@@ -94,8 +97,9 @@ def test_skull_strip_zeroes_exactly_the_background():
 def test_thick_slices_blur_along_one_axis_only():
     rng = np.random.default_rng(1)
     img = torch.from_numpy(rng.normal(size=(1, 48, 48, 48)).astype(np.float32))
-    t = scripts.RandThickSliced(keys=["image"], spacing_mm=2.0, thickness_mm=(6.0, 6.0), in_plane_mm=(1.0, 1.0),
-                                prob=1.0)
+    t = scripts.RandThickSliced(
+        keys=["image"], spacing_mm=2.0, thickness_mm=(6.0, 6.0), in_plane_mm=(1.0, 1.0), prob=1.0
+    )
     t.set_random_state(0)
     out = t({"image": img})["image"]
     axis = int(np.argmax(t.resolution))
@@ -111,11 +115,14 @@ def test_monai_label_string_entries_pass_the_input_chain(real_scan):
     assert out["image_path"] == str(real_scan) and out["image"].shape[0] == 1
 
 
-@pytest.mark.parametrize("case, pattern", [
-    ("4d", r"has 3 volumes \(shape \(12, 12, 12\)\); accepted: one 3D volume"),
-    ("nan", r"holds NaN or infinite values; accepted: finite"),
-    ("zeros", r"is empty \(all zeros\)"),
-])
+@pytest.mark.parametrize(
+    "case, pattern",
+    [
+        ("4d", r"has 3 volumes \(shape \(12, 12, 12\)\); accepted: one 3D volume"),
+        ("nan", r"holds NaN or infinite values; accepted: finite"),
+        ("zeros", r"is empty \(all zeros\)"),
+    ],
+)
 def test_input_chain_refuses_what_the_network_cannot_segment(tmp_path, case, pattern):
     """The checks live in the data path, so clients that bypass the CLI (MONAI Label) get the same clear error
     instead of a channel mismatch in the UNet (4D) or a silent all-background answer (NaN)."""

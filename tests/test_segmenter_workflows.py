@@ -15,9 +15,20 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from _segmenter_helpers import (
+    BUNDLE,
+    EVALUATE,
+    INFER,
+    LOGGING,
+    META,
+    ROOT,
+    TINY_CHANNELS,
+    TRAIN,
+    run_bundle,
+    tiny_train_overrides,
+    write_nifti,
+)
 from monai.bundle import ConfigParser
-from _segmenter_helpers import (BUNDLE, EVALUATE, INFER, LOGGING, META, ROOT, TINY_CHANNELS, TRAIN, run_bundle,
-                                tiny_train_overrides, write_nifti)
 
 from brainspade.bundle import import_scripts
 from brainspade.labels import LABELS, NUM_LABELS
@@ -26,8 +37,13 @@ TINY = {"bundle_root": str(BUNDLE), "profile": "tiny", "channels": TINY_CHANNELS
 
 
 def _env() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))}
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")])),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +63,9 @@ def trained(tiny_phantoms, tmp_path_factory):
     from ignite.engine import Events
     from monai.bundle import ConfigWorkflow
 
-    wf = ConfigWorkflow(config_file=TRAIN, meta_file=META, logging_file=LOGGING, workflow_type="train",
-                        **{**ov, "max_epochs": 2})
+    wf = ConfigWorkflow(
+        config_file=TRAIN, meta_file=META, logging_file=LOGGING, workflow_type="train", **{**ov, "max_epochs": 2}
+    )
     wf.initialize()
     trainer = wf.parser.get_parsed_content("train#trainer")
     epochs: list[int] = []
@@ -123,9 +140,15 @@ def test_training_checks_resume_and_overwrite_rules(trained, tmp_path):
 def test_evaluate_writes_dice_and_hd95_per_label(trained, tiny_phantoms, tmp_path):
     d = str(tiny_phantoms.parent)
     out = tmp_path / "eval"
-    args = {**TINY, "dataset_dir": d, "ckpt_path": str(trained["dir"] / "model_final.pt"), "output_dir": str(out),
-            "test_sources": [{"kind": "phantom", "datalist": d, "split": "validation", "contrasts": ["t1", "flair"],
-                              "rotate": True}]}
+    args = {
+        **TINY,
+        "dataset_dir": d,
+        "ckpt_path": str(trained["dir"] / "model_final.pt"),
+        "output_dir": str(out),
+        "test_sources": [
+            {"kind": "phantom", "datalist": d, "split": "validation", "contrasts": ["t1", "flair"], "rotate": True}
+        ],
+    }
     run_bundle([TRAIN, EVALUATE], **args)
     table = json.loads((out / "metrics_per_label.json").read_text())["per_label"]
     assert set(table) == {"dice", "hd95_mm"}
@@ -141,8 +164,7 @@ def test_evaluate_writes_dice_and_hd95_per_label(trained, tiny_phantoms, tmp_pat
 def _flip_permute(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Same voxels, stored as (y, x, z) with x and z reversed: an oblique-free non-RAS orientation (ALI)."""
     ornt = np.array([[1, -1], [0, 1], [2, -1]])  # new axis i takes old axis ornt[i,0], flipped if -1
-    img = nib.Nifti1Image(data, affine).as_reoriented(nib.orientations.ornt_transform(
-        nib.io_orientation(affine), ornt))
+    img = nib.Nifti1Image(data, affine).as_reoriented(nib.orientations.ornt_transform(nib.io_orientation(affine), ornt))
     return np.asarray(img.dataobj), img.affine
 
 
@@ -161,13 +183,18 @@ def test_inference_keeps_the_input_grid_for_non_ras_and_non_profile_spacing(trai
     aniso = np.array([[0, -5.0, 0, 60], [4.0, 0, 0, -50], [0, 0, -7.0, 70], [0, 0, 0, 1]])
     write_nifti(inp / "aniso.nii.gz", np.random.default_rng(0).random((23, 31, 19)).astype(np.float32) * 100, aniso)
     datalist = inp / "list.json"
-    datalist.write_text(json.dumps({"testing": [{"image": "ras.nii.gz"}, {"image": "ali.nii.gz"},
-                                                {"image": "aniso.nii.gz", "id": "scan3"}]}))
+    datalist.write_text(
+        json.dumps(
+            {"testing": [{"image": "ras.nii.gz"}, {"image": "ali.nii.gz"}, {"image": "aniso.nii.gz", "id": "scan3"}]}
+        )
+    )
     out = tmp_path / "out"
-    run_bundle(INFER, **TINY, datalist=str(datalist), output_dir=str(out),
-               ckpt_path=str(trained["dir"] / "model_final.pt"))
+    run_bundle(
+        INFER, **TINY, datalist=str(datalist), output_dir=str(out), ckpt_path=str(trained["dir"] / "model_final.pt")
+    )
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"{n}_{s}" for n in ("ras", "ali", "scan3") for s in ("seg.nii.gz", "volumes.json"))
+        f"{n}_{s}" for n in ("ras", "ali", "scan3") for s in ("seg.nii.gz", "volumes.json")
+    )
     for name, src in (("ras", inp / "ras.nii.gz"), ("ali", inp / "ali.nii.gz"), ("scan3", inp / "aniso.nii.gz")):
         seg, ref = nib.load(str(out / f"{name}_seg.nii.gz")), nib.load(str(src))
         assert seg.shape == ref.shape, name
@@ -187,10 +214,21 @@ def test_inference_keeps_the_input_grid_for_non_ras_and_non_profile_spacing(trai
     assert np.mean(back == np.asarray(seg_ali.dataobj)) > 0.98
     # a single input_image, rerun into the same folder: refused without overwrite, accepted with it
     with pytest.raises(SystemExit):
-        run_bundle(INFER, **TINY, input_image=str(inp / "ras.nii.gz"), output_dir=str(out),
-                   ckpt_path=str(trained["dir"] / "model_final.pt"))
-    run_bundle(INFER, **TINY, input_image=str(inp / "ras.nii.gz"), output_dir=str(out), overwrite=True,
-               ckpt_path=str(trained["dir"] / "model_final.pt"))
+        run_bundle(
+            INFER,
+            **TINY,
+            input_image=str(inp / "ras.nii.gz"),
+            output_dir=str(out),
+            ckpt_path=str(trained["dir"] / "model_final.pt"),
+        )
+    run_bundle(
+        INFER,
+        **TINY,
+        input_image=str(inp / "ras.nii.gz"),
+        output_dir=str(out),
+        overwrite=True,
+        ckpt_path=str(trained["dir"] / "model_final.pt"),
+    )
     assert np.array_equal(np.asarray(nib.load(str(out / "ras_seg.nii.gz")).dataobj), seg_ras)
 
 
@@ -206,12 +244,13 @@ def test_inference_refuses_bad_images_before_writing(trained, tmp_path, capsys, 
         write_nifti(img, arr, aff)
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exc:
-        run_bundle(INFER, **TINY, input_image=str(img), output_dir=str(out),
-                   ckpt_path=str(trained["dir"] / "model_final.pt"))
+        run_bundle(
+            INFER, **TINY, input_image=str(img), output_dir=str(out), ckpt_path=str(trained["dir"] / "model_final.pt")
+        )
     assert exc.value.code == 2
     err = capsys.readouterr().err
     expect = {"missing": "does not exist", "4d": "is 4D", "nan": "NaN"}[case]
-    assert f"error: input image" in err and expect in err, err
+    assert "error: input image" in err and expect in err, err
     assert not out.exists() or not any(out.iterdir())
 
 
@@ -221,8 +260,21 @@ def test_multi_gpu_config_trains_with_torchrun_on_cpu_gloo(tiny_phantoms, tmp_pa
     args = tmp_path / "args.json"
     args.write_text(json.dumps(ov))
     files = str([TRAIN, str(BUNDLE / "configs" / "multi_gpu_train.yaml")])
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
-           "-m", "monai.bundle", "run", "--config_file", files, "--args_file", str(args)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nnodes=1",
+        "--nproc_per_node=2",
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        files,
+        "--args_file",
+        str(args),
+    ]
     res = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
     assert (out / "model_final.pt").is_file()
@@ -235,17 +287,33 @@ def test_multi_gpu_config_trains_with_torchrun_on_cpu_gloo(tiny_phantoms, tmp_pa
 
 def test_experiment_driver_end_to_end_and_resumes(tiny_phantoms, tmp_path, capsys):
     d = str(tiny_phantoms.parent)
-    real = [{"kind": "phantom", "datalist": d, "split": "training", "pathologies": ["healthy", "wmh"],
-             "contrasts": ["t1"]}]
+    real = [
+        {"kind": "phantom", "datalist": d, "split": "training", "pathologies": ["healthy", "wmh"], "contrasts": ["t1"]}
+    ]
     synth = [{"kind": "folder", "path": str(Path(d) / "sub-0001"), "contrasts": ["t1"]}]
     test = [{"kind": "phantom", "datalist": d, "split": "test", "contrasts": ["t1", "flair"], "rotate": True}]
-    train = {"profile": "tiny", "channels": TINY_CHANNELS, "patch_size": [16, 16, 16], "num_samples": 1,
-             "max_epochs": 1, "iterations_per_epoch": 2, "val_interval": 1000, "torch_threads": 1, "resume": True,
-             "val_sources": [{"kind": "phantom", "datalist": d, "split": "validation", "contrasts": ["t1"],
-                              "max_items": 1}]}
-    sets = {"work_dir": str(tmp_path / "work"), "docs_dir": str(tmp_path / "docs"), "real_datalist": str(tiny_phantoms),
-            "test_datalist": str(tiny_phantoms), "real_sources": real, "synthetic_sources": synth,
-            "test_sources": test, "train_overrides": train}
+    train = {
+        "profile": "tiny",
+        "channels": TINY_CHANNELS,
+        "patch_size": [16, 16, 16],
+        "num_samples": 1,
+        "max_epochs": 1,
+        "iterations_per_epoch": 2,
+        "val_interval": 1000,
+        "torch_threads": 1,
+        "resume": True,
+        "val_sources": [{"kind": "phantom", "datalist": d, "split": "validation", "contrasts": ["t1"], "max_items": 1}],
+    }
+    sets = {
+        "work_dir": str(tmp_path / "work"),
+        "docs_dir": str(tmp_path / "docs"),
+        "real_datalist": str(tiny_phantoms),
+        "test_datalist": str(tiny_phantoms),
+        "real_sources": real,
+        "synthetic_sources": synth,
+        "test_sources": test,
+        "train_overrides": train,
+    }
     argv = ["--jobs", "2", "--seeds", "0", "--arms", "real_only,real_synthetic"]
     for k, v in sets.items():
         argv += ["--set", f"{k}={json.dumps(v)}"]

@@ -51,8 +51,14 @@ def _files(bundle: str, configs: list[str]) -> list[str]:
 
 
 def _workflow(bundle: str, configs: list[str], wtype: str, **override) -> ConfigWorkflow:
-    return ConfigWorkflow(config_file=_files(bundle, configs), meta_file=str(BUNDLES / bundle / "configs" / "metadata.json"),
-                          logging_file=False, workflow_type=wtype, bundle_root=str(BUNDLES / bundle), **override)
+    return ConfigWorkflow(
+        config_file=_files(bundle, configs),
+        meta_file=str(BUNDLES / bundle / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type=wtype,
+        bundle_root=str(BUNDLES / bundle),
+        **override,
+    )
 
 
 def _optional_id_conventional(wf: ConfigWorkflow, prop: dict) -> bool:
@@ -85,8 +91,9 @@ def test_required_properties_defined_and_optional_ones_conventional(workflow):
     wf = _workflow(bundle, configs, wtype)
     props = TrainProperties if wtype == "train" else InferProperties
     assert wf.properties is not None and set(props) <= set(wf.properties)
-    missing = [n for n, p in props.items()
-               if p[BundleProperty.REQUIRED] and p[BundlePropertyConfig.ID] not in wf.parser]
+    missing = [
+        n for n, p in props.items() if p[BundleProperty.REQUIRED] and p[BundlePropertyConfig.ID] not in wf.parser
+    ]
     assert not missing, f"{bundle} {configs}: required properties missing: {missing}"
     wrong = [n for n, p in props.items() if not p[BundleProperty.REQUIRED] and not _optional_id_conventional(wf, p)]
     assert not wrong, f"{bundle} {configs}: optional properties under other ids: {wrong}"
@@ -95,9 +102,14 @@ def test_required_properties_defined_and_optional_ones_conventional(workflow):
 @pytest.mark.parametrize("bundle", ["label_ldm", "brainspade3d"])
 def test_generative_inference_check_properties_builds_every_property(bundle, tmp_path):
     """MONAI's own check (as the Zoo's verify_bundle calls it: create_workflow, then check_properties)."""
-    wf = create_workflow(config_file=_files(bundle, ["inference.yaml"]), workflow_type="inference",
-                         meta_file=str(BUNDLES / bundle / "configs" / "metadata.json"), logging_file=False,
-                         bundle_root=str(BUNDLES / bundle), output_dir=str(tmp_path / "out"))
+    wf = create_workflow(
+        config_file=_files(bundle, ["inference.yaml"]),
+        workflow_type="inference",
+        meta_file=str(BUNDLES / bundle / "configs" / "metadata.json"),
+        logging_file=False,
+        bundle_root=str(BUNDLES / bundle),
+        output_dir=str(tmp_path / "out"),
+    )
     assert wf.check_properties() == []
     assert callable(wf.evaluator.run) and wf.dataset is None and wf.dataset_dir is None
 
@@ -106,15 +118,29 @@ def test_generative_inference_check_properties_builds_every_property(bundle, tmp
 def test_training_check_properties_build_on_tiny_data(tiny_phantoms, tmp_path):
     d = str(Path(tiny_phantoms).parent)
     cases = [
-        ("label_ldm", ["common.yaml", "train_autoencoder.yaml"],
-         {"profile": "tiny", "dataset_dir": d, "run_dir": str(tmp_path / "ae"), "train_limit": 2}),
-        ("label_ldm", ["common.yaml", "train_diffusion.yaml"],
-         {"profile": "tiny", "dataset_dir": d, "run_dir": str(tmp_path / "dm"), "train_limit": 2}),
-        ("brainspade3d", ["common.yaml", "train.yaml"],
-         {"profile": "tiny", "dataset_dir": d, "run_dir": str(tmp_path / "g")}),
+        (
+            "label_ldm",
+            ["common.yaml", "train_autoencoder.yaml"],
+            {"profile": "tiny", "dataset_dir": d, "run_dir": str(tmp_path / "ae"), "train_limit": 2},
+        ),
+        (
+            "label_ldm",
+            ["common.yaml", "train_diffusion.yaml"],
+            {"profile": "tiny", "dataset_dir": d, "run_dir": str(tmp_path / "dm"), "train_limit": 2},
+        ),
+        (
+            "brainspade3d",
+            ["common.yaml", "train.yaml"],
+            {"profile": "tiny", "dataset_dir": d, "run_dir": str(tmp_path / "g")},
+        ),
     ]
     for bundle, configs, override in cases:
-        wf = create_workflow(config_file=_files(bundle, configs), workflow_type="train", logging_file=False,
-                             meta_file=str(BUNDLES / bundle / "configs" / "metadata.json"),
-                             bundle_root=str(BUNDLES / bundle), **override)
+        wf = create_workflow(
+            config_file=_files(bundle, configs),
+            workflow_type="train",
+            logging_file=False,
+            meta_file=str(BUNDLES / bundle / "configs" / "metadata.json"),
+            bundle_root=str(BUNDLES / bundle),
+            **override,
+        )
         assert wf.check_properties() == [], (bundle, configs)

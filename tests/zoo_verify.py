@@ -57,21 +57,34 @@ def verify(models_path: Path, bundle: str, schemas: Path) -> list[str]:
     done.append("metadata")
     sys.path.insert(0, str(path))  # as the Zoo's verify does, for bundles whose configs import `scripts`
     with tempfile.TemporaryDirectory() as tmp:
-        wf = create_workflow(config_file=str(inference), meta_file=str(meta_file), workflow_type="inference",
-                             logging_file=False, bundle_root=str(path), output_dir=os.path.join(tmp, "out"))
+        wf = create_workflow(
+            config_file=str(inference),
+            meta_file=str(meta_file),
+            workflow_type="inference",
+            logging_file=False,
+            bundle_root=str(path),
+            output_dir=os.path.join(tmp, "out"),
+        )
         missing = wf.check_properties()
         if missing:
             raise ValueError(f"{bundle}: inference properties missing: {missing}")
     done.append("properties")
     if bundle in GENERATIVE:
         return done
-    verify_net_in_out(net_id="network_def", meta_file=str(meta_file), config_file=str(inference),
-                      bundle_root=str(path), device="cpu")
+    verify_net_in_out(
+        net_id="network_def", meta_file=str(meta_file), config_file=str(inference), bundle_root=str(path), device="cpu"
+    )
     done.append("data shape")
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt_export(net_id="network_def", filepath=os.path.join(tmp, "verify_model.ts"),
-                    ckpt_file=str(path / "models" / "model.pt"), meta_file=str(meta_file),
-                    config_file=str(inference), bundle_root=str(path), key_in_ckpt="")
+        ckpt_export(
+            net_id="network_def",
+            filepath=os.path.join(tmp, "verify_model.ts"),
+            ckpt_file=str(path / "models" / "model.pt"),
+            meta_file=str(meta_file),
+            config_file=str(inference),
+            bundle_root=str(path),
+            key_in_ckpt="",
+        )
     done.append("torchscript")
     return done
 

@@ -19,12 +19,15 @@ TISSUES = ("csf", "gm", "wm", "dgm", "brainstem")  # label codes 1..5
 
 # (centre MNI mm, semi-axes mm) of deep grey nuclei, both hemispheres mirrored in x.
 DEEP_GREY = (
-    ((12.0, 12.0, 10.0), (6.0, 12.0, 9.0)),    # caudate head/body
-    ((24.0, 2.0, 0.0), (7.0, 14.0, 9.0)),      # putamen + pallidum
-    ((11.0, -18.0, 6.0), (8.0, 11.0, 8.0)),    # thalamus
+    ((12.0, 12.0, 10.0), (6.0, 12.0, 9.0)),  # caudate head/body
+    ((24.0, 2.0, 0.0), (7.0, 14.0, 9.0)),  # putamen + pallidum
+    ((11.0, -18.0, 6.0), (8.0, 11.0, 8.0)),  # thalamus
 )
-BRAINSTEM = (((0.0, -26.0, -12.0), (10.0, 11.0, 10.0)), ((0.0, -32.0, -34.0), (11.0, 11.0, 16.0)),
-             ((0.0, -40.0, -52.0), (8.0, 9.0, 10.0)))
+BRAINSTEM = (
+    ((0.0, -26.0, -12.0), (10.0, 11.0, 10.0)),
+    ((0.0, -32.0, -34.0), (11.0, 11.0, 16.0)),
+    ((0.0, -40.0, -52.0), (8.0, 9.0, 10.0)),
+)
 # Lateral ventricles: the CSF inside this box is ventricular (used for WMH and ventricle variation).
 VENTRICLE_BOX = ((-30.0, 30.0), (-45.0, 32.0), (-4.0, 32.0))
 VENTRICLE_CENTRE = (0.0, -8.0, 14.0)
@@ -49,8 +52,12 @@ def _templates(resolution: int):
     t1 = datasets.load_mni152_template(resolution=resolution)
     gm = datasets.load_mni152_gm_template(resolution=resolution)
     wm = datasets.load_mni152_wm_template(resolution=resolution)
-    return (np.asarray(t1.dataobj, np.float32), np.asarray(gm.dataobj, np.float32),
-            np.asarray(wm.dataobj, np.float32), t1.affine)
+    return (
+        np.asarray(t1.dataobj, np.float32),
+        np.asarray(gm.dataobj, np.float32),
+        np.asarray(wm.dataobj, np.float32),
+        t1.affine,
+    )
 
 
 def resample_to(data: np.ndarray, src_affine: np.ndarray, profile: Profile, order: int = 1) -> np.ndarray:

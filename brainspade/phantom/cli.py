@@ -36,9 +36,18 @@ def main(argv: list[str] | None = None) -> None:
             raise InputError(f"--output_dir {a.output_dir!r} is a file; accepted: a new or existing folder")
         t0 = time.perf_counter()
         split = [float(x) for x in a.split.split(",")]
-        path = generate_dataset(a.output_dir, a.num_subjects, a.profile, a.seed,
-                                [x.strip() for x in a.pathologies.split(",") if x.strip()], a.style,
-                                check_contrasts(a.contrasts), split, a.workers or None, a.first_index)
+        path = generate_dataset(
+            a.output_dir,
+            a.num_subjects,
+            a.profile,
+            a.seed,
+            [x.strip() for x in a.pathologies.split(",") if x.strip()],
+            a.style,
+            check_contrasts(a.contrasts),
+            split,
+            a.workers or None,
+            a.first_index,
+        )
         dt = time.perf_counter() - t0
         print(f"wrote {a.num_subjects} subjects + {path} in {dt:.1f} s ({a.num_subjects / dt * 60:.1f} subjects/min)")
         if a.montage:

@@ -42,10 +42,18 @@ def _pathology_plan(n: int, pathologies: Sequence[str], rng: np.random.Generator
     return plan
 
 
-def generate_dataset(output_dir: str | Path, num_subjects: int = 100, profile: str = "default", seed: int = 0,
-                     pathologies: Sequence[str] = PATHOLOGIES, style: str = "a",
-                     contrasts: Sequence[str] = CONTRASTS, split: Sequence[float] = (0.7, 0.15, 0.15),
-                     workers: int | None = None, first_index: int = 0) -> Path:
+def generate_dataset(
+    output_dir: str | Path,
+    num_subjects: int = 100,
+    profile: str = "default",
+    seed: int = 0,
+    pathologies: Sequence[str] = PATHOLOGIES,
+    style: str = "a",
+    contrasts: Sequence[str] = CONTRASTS,
+    split: Sequence[float] = (0.7, 0.15, 0.15),
+    workers: int | None = None,
+    first_index: int = 0,
+) -> Path:
     """Generate `num_subjects` subjects (balanced over `pathologies`) and return the datalist path.
 
     Deterministic given `seed`: subject i uses the stream (seed, first_index + i) in any process.
@@ -75,11 +83,22 @@ def generate_dataset(output_dir: str | Path, num_subjects: int = 100, profile: s
         records = [_write_subject(j) for j in jobs]
     n_train = int(round(split[0] * num_subjects))
     n_val = int(round(split[1] * num_subjects))
-    parts = {SPLITS[0]: records[:n_train], SPLITS[1]: records[n_train:n_train + n_val],
-             SPLITS[2]: records[n_train + n_val:]}
-    meta = {"profile": prof.name, "spacing_mm": prof.spacing_mm, "shape": list(prof.shape),
-            "affine": prof.affine.tolist(), "contrasts": list(contrasts), "style": style, "seed": seed,
-            "generator": "brainspade.phantom", **parts}
+    parts = {
+        SPLITS[0]: records[:n_train],
+        SPLITS[1]: records[n_train : n_train + n_val],
+        SPLITS[2]: records[n_train + n_val :],
+    }
+    meta = {
+        "profile": prof.name,
+        "spacing_mm": prof.spacing_mm,
+        "shape": list(prof.shape),
+        "affine": prof.affine.tolist(),
+        "contrasts": list(contrasts),
+        "style": style,
+        "seed": seed,
+        "generator": "brainspade.phantom",
+        **parts,
+    }
     return save_json(datalist, meta)
 
 

@@ -24,9 +24,15 @@ def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], coarse: int =
     return field / max(float(field.std()), 1e-6)
 
 
-def random_sampling_grid(rng: np.random.Generator, profile: Profile, elastic_mm: float = 3.0,
-                         rot_deg: float = 5.0, scale: float = 0.05, shift_mm: float = 3.0,
-                         ventricle_expand: float = 0.0) -> np.ndarray:
+def random_sampling_grid(
+    rng: np.random.Generator,
+    profile: Profile,
+    elastic_mm: float = 3.0,
+    rot_deg: float = 5.0,
+    scale: float = 0.05,
+    shift_mm: float = 3.0,
+    ventricle_expand: float = 0.0,
+) -> np.ndarray:
     """Voxel coordinates (3, X, Y, Z) to sample the template at: affine + elastic + ventricle term."""
     mm = grid_mm(profile)
     centre = np.asarray(VENTRICLE_CENTRE, np.float32).reshape(3, 1, 1, 1)
@@ -34,8 +40,11 @@ def random_sampling_grid(rng: np.random.Generator, profile: Profile, elastic_mm:
     angles = np.deg2rad(rng.uniform(-rot_deg, rot_deg, 3))
     cx, cy, cz = np.cos(angles)
     sx, sy, sz = np.sin(angles)
-    rot = (np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]]) @ np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-           @ np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]]))
+    rot = (
+        np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+        @ np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+        @ np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    )
     lin = rot @ np.diag(1 + rng.uniform(-scale, scale, 3))
     src = np.einsum("ij,jxyz->ixyz", lin.astype(np.float32), rel) + rng.uniform(-shift_mm, shift_mm, (3, 1, 1, 1))
     for i in range(3):

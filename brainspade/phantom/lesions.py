@@ -23,8 +23,9 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-np.clip(x, -30, 30)))).astype(np.float32)
 
 
-def add_wmh(pv: np.ndarray, ventricles: np.ndarray, rng: np.random.Generator, profile: Profile,
-            target_ml: float) -> None:
+def add_wmh(
+    pv: np.ndarray, ventricles: np.ndarray, rng: np.random.Generator, profile: Profile, target_ml: float
+) -> None:
     """Insert WMH of about `target_ml` into white matter, in place."""
     vox = profile.spacing_mm
     dist = ndi.distance_transform_edt(ventricles < 0.5) * vox  # mm to the ventricles
@@ -65,8 +66,9 @@ def tumour_sites(pv: np.ndarray, profile: Profile) -> np.ndarray:
     return np.argwhere(ok)
 
 
-def add_tumour(pv: np.ndarray, rng: np.random.Generator, profile: Profile, radius_mm: float,
-               necrotic: bool, oedema_mm: float, push) -> dict:
+def add_tumour(
+    pv: np.ndarray, rng: np.random.Generator, profile: Profile, radius_mm: float, necrotic: bool, oedema_mm: float, push
+) -> dict:
     """Insert a tumour (in place) with mass effect; `push(centre, radius)` warps the existing maps."""
     sites = tumour_sites(pv, profile)
     idx = sites[rng.integers(len(sites))]

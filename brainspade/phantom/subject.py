@@ -21,8 +21,14 @@ def _rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(index)])
 
 
-def generate_subject(seed: int, index: int, profile: str | Profile = "default", pathology: str = "both",
-                     style: str = "a", contrasts=CONTRASTS) -> dict:
+def generate_subject(
+    seed: int,
+    index: int,
+    profile: str | Profile = "default",
+    pathology: str = "both",
+    style: str = "a",
+    contrasts=CONTRASTS,
+) -> dict:
     """Return {"pv": (10,X,Y,Z), "images": {contrast: (X,Y,Z)}, "volumes": {...}, "params": {...}}."""
     if pathology not in PATHOLOGIES:
         raise ValueError(f"unknown pathology {pathology!r}; accepted: {', '.join(PATHOLOGIES)}")
@@ -50,8 +56,9 @@ def generate_subject(seed: int, index: int, profile: str | Profile = "default", 
         def push(maps, centre, r):
             return normalise_pv(warp(maps, radial_push(prof, centre, r, strength=rng.uniform(0.25, 0.5))))
 
-        params["tumour"] = add_tumour(pv, rng, prof, radius, necrotic=bool(rng.random() < 0.85),
-                                      oedema_mm=rng.uniform(4.0, 28.0), push=push)
+        params["tumour"] = add_tumour(
+            pv, rng, prof, radius, necrotic=bool(rng.random() < 0.85), oedema_mm=rng.uniform(4.0, 28.0), push=push
+        )
     if pathology in ("wmh", "both"):
         target = float(np.exp(rng.uniform(np.log(1.0), np.log(45.0))))
         ventricles = pv[CSF] * ventricle_weight(prof)

@@ -32,9 +32,27 @@ def sha256(path: Path) -> str:
 
 def start_server(venv: Path, app: Path, studies: Path, port: int, log: Path) -> subprocess.Popen:
     """MONAI Label offline: bundles from APP/model (zoo_source other than the Zoo's hosting), no SAM2 weights."""
-    cmd = [str(venv / "bin" / "monailabel"), "start_server", "--app", str(app), "--studies", str(studies),
-           "--conf", "models", MODEL, "--conf", "zoo_source", "local", "--conf", "sam2", "false",
-           "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [
+        str(venv / "bin" / "monailabel"),
+        "start_server",
+        "--app",
+        str(app),
+        "--studies",
+        str(studies),
+        "--conf",
+        "models",
+        MODEL,
+        "--conf",
+        "zoo_source",
+        "local",
+        "--conf",
+        "sam2",
+        "false",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     env = {**os.environ, "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
     return subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
@@ -56,14 +74,19 @@ def wait_ready(base: str, server: subprocess.Popen, timeout_s: float) -> dict:
 
 def upload_image(base: str, image_id: str, path: Path) -> int:
     with path.open("rb") as f:
-        return requests.put(f"{base}/datastore/image", params={"image": image_id},
-                            files={"file": (path.name, f)}, timeout=120).status_code
+        return requests.put(
+            f"{base}/datastore/image", params={"image": image_id}, files={"file": (path.name, f)}, timeout=120
+        ).status_code
 
 
 def upload_label(base: str, image_id: str, path: Path) -> int:
     with path.open("rb") as f:
-        return requests.put(f"{base}/datastore/label", params={"image": image_id, "tag": "final"},
-                            files={"label": (path.name, f)}, timeout=120).status_code
+        return requests.put(
+            f"{base}/datastore/label",
+            params={"image": image_id, "tag": "final"},
+            files={"label": (path.name, f)},
+            timeout=120,
+        ).status_code
 
 
 def infer(base: str, image_id: str, out: Path) -> dict:
@@ -71,8 +94,12 @@ def infer(base: str, image_id: str, out: Path) -> dict:
     r = requests.post(f"{base}/infer/{MODEL}", params={"image": image_id, "output": "image"}, timeout=900)
     if r.status_code == 200:
         out.write_bytes(r.content)
-    return {"status": r.status_code, "seconds": round(time.time() - t0, 1), "file": str(out) if r.ok else None,
-            "body": None if r.ok else r.text[:2000]}
+    return {
+        "status": r.status_code,
+        "seconds": round(time.time() - t0, 1),
+        "file": str(out) if r.ok else None,
+        "body": None if r.ok else r.text[:2000],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,14 +130,23 @@ def main(argv: list[str] | None = None) -> int:
         report["infer_nan"] = infer(base, "nan_scan", out_dir / "infer_nan.nii.gz")
         for i, pair in enumerate(a.train):
             image, label = (Path(p) for p in pair.split(":"))
-            report[f"upload_train_{i}"] = [upload_image(base, f"train_{i}", image),
-                                           upload_label(base, f"train_{i}", label)]
-        params = {"max_epochs": 1, "iterations_per_epoch": a.iterations, "val_split": 0.5, "device": "cpu",
-                  "multi_gpu": False, "pretrained": True, "run_id": "run", "tracking": "None"}
+            report[f"upload_train_{i}"] = [
+                upload_image(base, f"train_{i}", image),
+                upload_label(base, f"train_{i}", label),
+            ]
+        params = {
+            "max_epochs": 1,
+            "iterations_per_epoch": a.iterations,
+            "val_split": 0.5,
+            "device": "cpu",
+            "multi_gpu": False,
+            "pretrained": True,
+            "run_id": "run",
+            "tracking": "None",
+        }
         t0 = time.time()
         r = requests.post(f"{base}/train/{MODEL}", params={"run_sync": "true"}, json=params, timeout=1800)
-        report["train"] = {"status": r.status_code, "seconds": round(time.time() - t0, 1),
-                           "body": r.text[:2000]}
+        report["train"] = {"status": r.status_code, "seconds": round(time.time() - t0, 1), "body": r.text[:2000]}
         report["weights_after_train"] = sha256(weights)
         report["infer_after"] = infer(base, "scan", out_dir / "infer_after.nii.gz")
     finally:

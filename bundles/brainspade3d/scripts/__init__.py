@@ -4,13 +4,23 @@ training pairs, the chained inference workflow and the evaluation.
 Imported from configs with `brainspade.bundle.import_scripts(@bundle_root, 'brainspade3d_scripts')`.
 """
 
+from brainspade.bundle import bundle_version
+
 from . import data, evaluate, inference, montage, networks, training
 from .data import contrast_pairs
 from .networks import ContrastSPADENet
 from .training import SPADEGANStep, resume_handlers
 
-from brainspade.bundle import bundle_version
-
-
-__all__ = ["data", "evaluate", "inference", "montage", "networks", "training", "contrast_pairs", "ContrastSPADENet", "SPADEGANStep",
-           "resume_handlers", "bundle_version"]
+__all__ = [
+    "data",
+    "evaluate",
+    "inference",
+    "montage",
+    "networks",
+    "training",
+    "contrast_pairs",
+    "ContrastSPADENet",
+    "SPADEGANStep",
+    "resume_handlers",
+    "bundle_version",
+]

@@ -20,8 +20,10 @@ def contrast_pairs(datalist: str, key: str = "training", contrasts=None) -> list
     from monai.data import load_decathlon_datalist
 
     p = Path(str(datalist))
-    accepted = ("accepted: a MONAI datalist JSON whose entries hold 'pv' (10-channel partial volumes) and images keyed "
-                f"by contrast ({', '.join(CONTRASTS)}), e.g. one written by python -m brainspade.phantom")
+    accepted = (
+        "accepted: a MONAI datalist JSON whose entries hold 'pv' (10-channel partial volumes) and images keyed "
+        f"by contrast ({', '.join(CONTRASTS)}), e.g. one written by python -m brainspade.phantom"
+    )
     if not p.is_file():
         raise InputError(f"datalist {str(p)!r} does not exist; {accepted}")
     meta = load_json(p, "datalist")
@@ -37,8 +39,15 @@ def contrast_pairs(datalist: str, key: str = "training", contrasts=None) -> list
             raise InputError(f"datalist {p.name} {key}[{i}] has no 'pv' (10-channel partial-volume map)")
         for c in names:
             if c in e:
-                pairs.append({"id": e.get("id", f"{key}{i}"), "pv": e["pv"], "image": e[c],
-                              "contrast": CONTRASTS.index(c), "contrast_name": c})
+                pairs.append(
+                    {
+                        "id": e.get("id", f"{key}{i}"),
+                        "pv": e["pv"],
+                        "image": e[c],
+                        "contrast": CONTRASTS.index(c),
+                        "contrast_name": c,
+                    }
+                )
     if not pairs:
         raise InputError(f"datalist {p.name} {key}: no entry has an image for contrasts {names}")
     return pairs

@@ -59,8 +59,9 @@ def dice_per_label(pred: np.ndarray, target: np.ndarray) -> float:
     return float(torch.nanmean(d))
 
 
-def segmenter_from_bundle(segmenter_root: str, ckpt_path: str, profile: str, device, overrides: dict | None = None
-                          ) -> Callable[[np.ndarray], np.ndarray]:
+def segmenter_from_bundle(
+    segmenter_root: str, ckpt_path: str, profile: str, device, overrides: dict | None = None
+) -> Callable[[np.ndarray], np.ndarray]:
     """(X, Y, Z) image on the profile grid -> integer labels, with the segmenter bundle's network and weights.
 
     The network comes from the segmenter's own inference.yaml (`network_def`), the weights from `ckpt_path`
@@ -71,10 +72,14 @@ def segmenter_from_bundle(segmenter_root: str, ckpt_path: str, profile: str, dev
 
     cfg = Path(segmenter_root) / "configs" / "inference.yaml"
     if not cfg.is_file():
-        raise InputError(f"segmenter bundle {str(segmenter_root)!r} has no configs/inference.yaml; accepted: the "
-                         "segmenter bundle folder (--segmenter_root)")
+        raise InputError(
+            f"segmenter bundle {str(segmenter_root)!r} has no configs/inference.yaml; accepted: the "
+            "segmenter bundle folder (--segmenter_root)"
+        )
     if not Path(str(ckpt_path)).is_file():
-        raise InputError(f"segmenter weights {str(ckpt_path)!r} do not exist; accepted: a model.pt of the segmenter bundle")
+        raise InputError(
+            f"segmenter weights {str(ckpt_path)!r} do not exist; accepted: a model.pt of the segmenter bundle"
+        )
     parser = ConfigParser()
     parser.read_config(str(cfg))
     parser.update({"bundle_root": str(segmenter_root), "profile": profile, **(overrides or {})})
@@ -86,8 +91,10 @@ def segmenter_from_bundle(segmenter_root: str, ckpt_path: str, profile: str, dev
     try:
         net.load_state_dict(state)
     except RuntimeError as exc:
-        raise InputError(f"segmenter weights {str(ckpt_path)!r} do not fit its network_def ({str(exc).splitlines()[0][:120]}); "
-                         "accepted: weights of the segmenter bundle with the same --segmenter_overrides") from None
+        raise InputError(
+            f"segmenter weights {str(ckpt_path)!r} do not fit its network_def ({str(exc).splitlines()[0][:120]}); "
+            "accepted: weights of the segmenter bundle with the same --segmenter_overrides"
+        ) from None
     net = net.to(device).eval()
     norm = NormalizeIntensity(nonzero=True)
 
@@ -100,10 +107,21 @@ def segmenter_from_bundle(segmenter_root: str, ckpt_path: str, profile: str, dev
 
 
 @torch.no_grad()
-def evaluate(network: torch.nn.Module, ckpt_path: str, device, preprocessing, datalist: str, key: str = "test",
-             contrasts: Any = None, max_pairs: Any = 0, seed: Any = 0, output_dir: Any = "brainspade3d_eval",
-             overwrite: Any = False, segmenter: Callable[[], Callable[[np.ndarray], np.ndarray] | None] | None = None,
-             model_version: str = "") -> dict:
+def evaluate(
+    network: torch.nn.Module,
+    ckpt_path: str,
+    device,
+    preprocessing,
+    datalist: str,
+    key: str = "test",
+    contrasts: Any = None,
+    max_pairs: Any = 0,
+    seed: Any = 0,
+    output_dir: Any = "brainspade3d_eval",
+    overwrite: Any = False,
+    segmenter: Callable[[], Callable[[np.ndarray], np.ndarray] | None] | None = None,
+    model_version: str = "",
+) -> dict:
     """Metrics per contrast over the held-out pairs of `datalist[key]`; writes `<output_dir>/metrics.json`."""
     from monai.metrics import PSNRMetric, SSIMMetric
 
@@ -144,17 +162,29 @@ def evaluate(network: torch.nn.Module, ckpt_path: str, device, preprocessing, da
         if seg is not None:
             per[name]["dice_real"].append(dice_per_label(seg(real_np), labels))
             per[name]["dice_synthetic"].append(dice_per_label(seg(fake_np), labels))
-    results = {name: {**{m: _mean(v) for m, v in per[name].items()},
-                      "tissue_wasserstein": {k: _mean(v) for k, v in tissue[name].items()},
-                      "tissue_wasserstein_mean": _mean([_mean(v) for v in tissue[name].values()]),
-                      "num_pairs": len(per[name]["ssim_encoded"])}
-               for name in per}
-    report = {"datalist": str(Path(datalist).resolve()), "key": key, "model_version": model_version,
-              "ckpt_path": str(Path(ckpt_path).resolve()), "seed": base_seed, "segmenter": seg is not None,
-              "per_contrast": results, "time_s": round(time.perf_counter() - t0, 2)}
+    results = {
+        name: {
+            **{m: _mean(v) for m, v in per[name].items()},
+            "tissue_wasserstein": {k: _mean(v) for k, v in tissue[name].items()},
+            "tissue_wasserstein_mean": _mean([_mean(v) for v in tissue[name].values()]),
+            "num_pairs": len(per[name]["ssim_encoded"]),
+        }
+        for name in per
+    }
+    report = {
+        "datalist": str(Path(datalist).resolve()),
+        "key": key,
+        "model_version": model_version,
+        "ckpt_path": str(Path(ckpt_path).resolve()),
+        "seed": base_seed,
+        "segmenter": seg is not None,
+        "per_contrast": results,
+        "time_s": round(time.perf_counter() - t0, 2),
+    }
     save_json(out / "metrics.json", report)
-    cols = ["ssim_encoded", "psnr_encoded", "ssim_sampled", "psnr_sampled", "tissue_wasserstein_mean"] + \
-        (["dice_real", "dice_synthetic"] if seg is not None else [])
+    cols = ["ssim_encoded", "psnr_encoded", "ssim_sampled", "psnr_sampled", "tissue_wasserstein_mean"] + (
+        ["dice_real", "dice_synthetic"] if seg is not None else []
+    )
     print("contrast  " + "  ".join(cols), flush=True)
     for name, r in results.items():
         print(f"{name:8s}  " + "  ".join(f"{r.get(col)}" for col in cols), flush=True)

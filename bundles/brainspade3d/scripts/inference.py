@@ -24,10 +24,27 @@ from brainspade.cli import parse_bool, parse_int
 from brainspade.contrasts import CONTRASTS, check_contrasts
 from brainspade.errors import InputError
 from brainspade.io import check_resampled_size, load_nifti, prepare_output_dir, safe_id, save_json, save_nifti
-from brainspade.labels import NUM_LABELS, check_int_labels, check_pv, int_to_pv, lesion_volumes_ml, normalise_pv, pv_to_int
+from brainspade.labels import (
+    NUM_LABELS,
+    check_int_labels,
+    check_pv,
+    int_to_pv,
+    lesion_volumes_ml,
+    normalise_pv,
+    pv_to_int,
+)
 from brainspade.profiles import get_profile
-from brainspade.sharding import (SampleLocks, clear_stale_parts, pending, read_sidecar, sample_id, sample_seed,
-                                 shard_indices, sidecar_files_exist, write_datalist)
+from brainspade.sharding import (
+    SampleLocks,
+    clear_stale_parts,
+    pending,
+    read_sidecar,
+    sample_id,
+    sample_seed,
+    shard_indices,
+    sidecar_files_exist,
+    write_datalist,
+)
 
 MIN_SIDE = 4  # a label map thinner than this is not a brain volume
 STYLE_STREAM = 7919  # style seed of a sample = sample_seed(sample's seed, STYLE_STREAM): independent of its noise
@@ -45,20 +62,26 @@ def load_generator(network: torch.nn.Module, path: str, device) -> torch.nn.Modu
     """Load generator weights (plain state dict, or a training checkpoint's 'generator') with weights_only=True."""
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"generator weights {str(p)!r} do not exist; accepted: models/model.pt or a file written "
-                         "by train.yaml (run_dir/model.pt), given as --ckpt_path")
+        raise InputError(
+            f"generator weights {str(p)!r} do not exist; accepted: models/model.pt or a file written "
+            "by train.yaml (run_dir/model.pt), given as --ckpt_path"
+        )
     try:
         state = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise InputError(f"generator weights {str(p)!r} cannot be read ({type(exc).__name__}); accepted: a state dict "
-                         "saved by train.yaml") from None
+        raise InputError(
+            f"generator weights {str(p)!r} cannot be read ({type(exc).__name__}); accepted: a state dict "
+            "saved by train.yaml"
+        ) from None
     if isinstance(state, dict) and "generator" in state and isinstance(state["generator"], dict):
         state = state["generator"]
     try:
         network.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError, AttributeError) as exc:
-        raise InputError(f"generator weights {str(p)!r} do not fit this network (other profile or channel widths?): "
-                         f"{str(exc).splitlines()[0][:160]}; accepted: weights trained with the same configs") from None
+        raise InputError(
+            f"generator weights {str(p)!r} do not fit this network (other profile or channel widths?): "
+            f"{str(exc).splitlines()[0][:160]}; accepted: weights trained with the same configs"
+        ) from None
     return network.to(device).eval()
 
 
@@ -93,12 +116,14 @@ def _model_grid_transforms(profile, select_fn):
     """
     from monai import transforms as mt
 
-    return mt.Compose([
-        mt.Orientation(axcodes="RAS"),
-        mt.Spacing(pixdim=(profile.spacing_mm,) * 3, mode="bilinear", padding_mode="zeros"),
-        mt.CropForeground(select_fn=select_fn, margin=2, allow_smaller=True),
-        mt.ResizeWithPadOrCrop(spatial_size=profile.shape),
-    ])
+    return mt.Compose(
+        [
+            mt.Orientation(axcodes="RAS"),
+            mt.Spacing(pixdim=(profile.spacing_mm,) * 3, mode="bilinear", padding_mode="zeros"),
+            mt.CropForeground(select_fn=select_fn, margin=2, allow_smaller=True),
+            mt.ResizeWithPadOrCrop(spatial_size=profile.shape),
+        ]
+    )
 
 
 class LabelFile:
@@ -111,8 +136,12 @@ class LabelFile:
     def __init__(self, path: str, profile):
         from monai.data import MetaTensor
 
-        data, affine = _load(path, "label_file", f"finite integer labels 0..{NUM_LABELS - 1} or {NUM_LABELS}-channel "
-                             "partial volumes in [0, 1]", profile.spacing_mm)
+        data, affine = _load(
+            path,
+            "label_file",
+            f"finite integer labels 0..{NUM_LABELS - 1} or {NUM_LABELS}-channel " "partial volumes in [0, 1]",
+            profile.spacing_mm,
+        )
         what = f"label_file {str(path)!r}"
         if data.ndim == 4 and data.shape[0] == 1:
             data = data[0]
@@ -123,8 +152,10 @@ class LabelFile:
             pv = check_pv(data, what)
             self.labels = pv_to_int(pv)
         if min(self.labels.shape) < MIN_SIDE:
-            raise InputError(f"{what} has shape {tuple(self.labels.shape)}; accepted: a 3D label volume with every "
-                             f"side >= {MIN_SIDE} voxels")
+            raise InputError(
+                f"{what} has shape {tuple(self.labels.shape)}; accepted: a 3D label volume with every "
+                f"side >= {MIN_SIDE} voxels"
+            )
         if not (pv[0] < 0.5).any():
             raise InputError(f"{what} holds background only; accepted: a brain label map (codes 1..9)")
         self.affine = affine
@@ -140,8 +171,11 @@ class LabelFile:
         """(X, Y, Z) model-grid image -> image on the user's grid (same shape as the user's label map)."""
         from monai.data import MetaTensor
 
-        img = MetaTensor(torch.as_tensor(image, dtype=torch.float32)[None], affine=self._affine_model.clone(),
-                         applied_operations=copy.deepcopy(self._ops))  # inverse pops from them
+        img = MetaTensor(
+            torch.as_tensor(image, dtype=torch.float32)[None],
+            affine=self._affine_model.clone(),
+            applied_operations=copy.deepcopy(self._ops),
+        )  # inverse pops from them
         arr = np.asarray(self._xform.inverse(img)[0].cpu().numpy(), dtype=np.float32)
         if arr.shape != self.labels.shape:  # MONAI restores the original shape; guard against silent mismatch
             raise RuntimeError(f"inverse resampling gave shape {arr.shape}, expected {self.labels.shape}")
@@ -162,8 +196,10 @@ def load_style_image(path: str, profile) -> torch.Tensor:
     arr = img.numpy()[0]
     brain = arr[arr > 0]
     if brain.size < 100:
-        raise InputError(f"style_image {str(path)!r} has (almost) no non-zero voxels; accepted: a skull-stripped "
-                         "brain MRI with background 0")
+        raise InputError(
+            f"style_image {str(path)!r} has (almost) no non-zero voxels; accepted: a skull-stripped "
+            "brain MRI with background 0"
+        )
     arr = np.clip(arr, 0, None) / float(np.percentile(brain, 99))
     return torch.from_numpy(arr.astype(np.float32))[None, None]
 
@@ -200,14 +236,20 @@ def resolve_shard(shard: Any = None, num_shards: Any = None) -> tuple[int, int]:
     try:
         i = parse_int(shard, "shard", 0, n - 1)
     except InputError:
-        raise InputError(f"shard={shard!r} is not accepted for num_shards={n} ({where}); accepted: 0..{n - 1}") from None
+        raise InputError(
+            f"shard={shard!r} is not accepted for num_shards={n} ({where}); accepted: 0..{n - 1}"
+        ) from None
     return i, n
 
 
 def sample_files(sid: str, contrasts: list[str], preview: bool) -> list[str]:
     """A sample's files; its sidecar JSON comes last (written last: it marks the sample complete)."""
-    return ([f"{sid}_{c}.nii.gz" for c in contrasts] + [f"{sid}_label.nii.gz"]
-            + ([f"{sid}.png"] if preview else []) + [f"{sid}.json"])
+    return (
+        [f"{sid}_{c}.nii.gz" for c in contrasts]
+        + [f"{sid}_label.nii.gz"]
+        + ([f"{sid}.png"] if preview else [])
+        + [f"{sid}.json"]
+    )
 
 
 def complete_sample(out: Path, sid: str, contrasts: list[str], preview: bool, expect: dict) -> bool:
@@ -222,12 +264,16 @@ def complete_sample(out: Path, sid: str, contrasts: list[str], preview: bool, ex
         return False
     for key, val in expect.items():
         if side.get(key) != val:
-            raise InputError(f"output_dir {str(out)!r} already holds {sid} made with {key}={side.get(key)!r}, not "
-                             f"{val!r}; accepted: the same settings to resume, a new folder, or --overwrite true")
+            raise InputError(
+                f"output_dir {str(out)!r} already holds {sid} made with {key}={side.get(key)!r}, not "
+                f"{val!r}; accepted: the same settings to resume, a new folder, or --overwrite true"
+            )
     missing = [c for c in contrasts if c not in (side.get("contrast") or [])]
     if missing:
-        raise InputError(f"output_dir {str(out)!r} already holds {sid} without contrast {missing[0]!r}; accepted: the "
-                         "same --contrast to resume, a new folder, or --overwrite true")
+        raise InputError(
+            f"output_dir {str(out)!r} already holds {sid} without contrast {missing[0]!r}; accepted: the "
+            "same --contrast to resume, a new folder, or --overwrite true"
+        )
     return sidecar_files_exist(out, side) and all((out / f).is_file() for f in sample_files(sid, contrasts, preview))
 
 
@@ -238,20 +284,38 @@ def merge_datalist(output_dir: Any, num_samples: Any = 1, first_index: Any = 0) 
     first = parse_int(first_index, "first_index", 0, 10**9)
     todo = pending(out, list(range(first, first + n)))
     if todo:
-        raise InputError(f"output_dir {str(out)!r} lacks {len(todo)} of {n} samples (first missing: {sample_id(todo[0])}); "
-                         "accepted: --merge once every shard has finished (rerun the missing shards, they resume)")
+        raise InputError(
+            f"output_dir {str(out)!r} lacks {len(todo)} of {n} samples (first missing: {sample_id(todo[0])}); "
+            "accepted: --merge once every shard has finished (rerun the missing shards, they resume)"
+        )
     path = write_datalist(out)
     print(f"datalist of {n} sample(s): {path}", flush=True)
     return path
 
 
-def synthesise(network: torch.nn.Module, ckpt_path: str, device, profile: str = "default", contrast: Any = "t1",
-               num_samples: Any = 1, seed: Any = 0, output_dir: Any = "output", overwrite: Any = False,
-               style_image: Any = None, label_file: Any = None,
-               label_sampler: Callable[[], Any] | None = None, model_version: str = "",
-               preview: Any = True, shard: Any = None, num_shards: Any = None, first_index: Any = 0,
-               resume: Any = None, merge: Any = False, conditions: Mapping | None = None,
-               label_ldm_extra: Any = None) -> list[str]:
+def synthesise(
+    network: torch.nn.Module,
+    ckpt_path: str,
+    device,
+    profile: str = "default",
+    contrast: Any = "t1",
+    num_samples: Any = 1,
+    seed: Any = 0,
+    output_dir: Any = "output",
+    overwrite: Any = False,
+    style_image: Any = None,
+    label_file: Any = None,
+    label_sampler: Callable[[], Any] | None = None,
+    model_version: str = "",
+    preview: Any = True,
+    shard: Any = None,
+    num_shards: Any = None,
+    first_index: Any = 0,
+    resume: Any = None,
+    merge: Any = False,
+    conditions: Mapping | None = None,
+    label_ldm_extra: Any = None,
+) -> list[str]:
     """Check everything, then write per sample `<id>_<contrast>.nii.gz`, `<id>_label.nii.gz`, `<id>.png`, `<id>.json`.
 
     Sample k (first_index <= k < first_index + num_samples) has id `sample-<k:06d>` and seed
@@ -284,15 +348,19 @@ def synthesise(network: torch.nn.Module, ckpt_path: str, device, profile: str = 
     check_label_ldm_extra(label_ldm_extra)
     if label_path and conditions:
         given = ", ".join(f"--{k}" for k in conditions)
-        raise InputError(f"{given} has no effect with --label_file (the label map is yours, label_ldm is not run); "
-                         "accepted: --label_file alone, or lesion options without --label_file")
+        raise InputError(
+            f"{given} has no effect with --label_file (the label map is yours, label_ldm is not run); "
+            "accepted: --label_file alone, or lesion options without --label_file"
+        )
 
     style = load_style_image(style_path, prof) if style_path else None
     user = LabelFile(label_path, prof) if label_path else None
     network = load_generator(network, ckpt_path, device)
     if tuple(network.input_shape) != tuple(prof.shape):
-        raise InputError(f"the generator's grid {tuple(network.input_shape)} is not profile {prof.name!r} "
-                         f"{tuple(prof.shape)}; accepted: weights and configs of one profile")
+        raise InputError(
+            f"the generator's grid {tuple(network.input_shape)} is not profile {prof.name!r} "
+            f"{tuple(prof.shape)}; accepted: weights and configs of one profile"
+        )
 
     indices = shard_indices(n, shards, shard_i, first)
     sampler = None
@@ -306,26 +374,52 @@ def synthesise(network: torch.nn.Module, ckpt_path: str, device, profile: str = 
         sampler = label_sampler()
         sampler.settings(num_samples=1, seed=base_seed)  # checks conditioning + label_ldm weights up front
         ids = {k: sample_id(k) for k in indices}
-    expect = {"base_seed": base_seed, "profile": prof.name, "label_source": "label_file" if user else "label_ldm",
-              "label_file": str(Path(label_path).resolve()) if user is not None else None,
-              "style_image": str(Path(style_path).resolve()) if style_path else None,
-              # every other setting that changes content: resume refuses a folder made with other values
-              "settings": {"conditions": {k: conditions[k] for k in sorted(conditions)},
-                           "label_ldm_extra": _jsonable(label_ldm_extra or {}),
-                           "generator_sha256": file_sha256(ckpt_path)}}
+    expect = {
+        "base_seed": base_seed,
+        "profile": prof.name,
+        "label_source": "label_file" if user else "label_ldm",
+        "label_file": str(Path(label_path).resolve()) if user is not None else None,
+        "style_image": str(Path(style_path).resolve()) if style_path else None,
+        # every other setting that changes content: resume refuses a folder made with other values
+        "settings": {
+            "conditions": {k: conditions[k] for k in sorted(conditions)},
+            "label_ldm_extra": _jsonable(label_ldm_extra or {}),
+            "generator_sha256": file_sha256(ckpt_path),
+        },
+    }
     out = Path(str(output_dir))
     inputs = [p for p in (label_path, style_path) if p]
     check_inputs_not_outputs(out, inputs, lambda: (f for k in indices for f in sample_files(ids[k], CONTRASTS, True)))
-    todo = [k for k in indices if overwrite or not resume or not out.is_dir()
-            or not complete_sample(out, ids[k], contrasts, preview, expect)]
+    todo = [
+        k
+        for k in indices
+        if overwrite or not resume or not out.is_dir() or not complete_sample(out, ids[k], contrasts, preview, expect)
+    ]
     planned = [] if resume else [f for k in todo for f in sample_files(ids[k], contrasts, preview)]
     out = prepare_output_dir(output_dir, planned, overwrite)
     if len(todo) < len(indices):
-        print(f"resuming: {len(indices) - len(todo)} of {len(indices)} sample(s) of shard {shard_i}/{shards} "
-              "already complete", flush=True)
+        print(
+            f"resuming: {len(indices) - len(todo)} of {len(indices)} sample(s) of shard {shard_i}/{shards} "
+            "already complete",
+            flush=True,
+        )
     with SampleLocks(out).acquire([ids[k] for k in todo]):  # a second run over these samples is refused
-        written = _write_samples(out, [(k, ids[k]) for k in todo], contrasts, preview, (shard_i, shards), user,
-                                 style, network, device, sampler, base_seed, prof, expect, model_version)
+        written = _write_samples(
+            out,
+            [(k, ids[k]) for k in todo],
+            contrasts,
+            preview,
+            (shard_i, shards),
+            user,
+            style,
+            network,
+            device,
+            sampler,
+            base_seed,
+            prof,
+            expect,
+            model_version,
+        )
     print(f"wrote {len(written)} sample(s) to {out} in {time.perf_counter() - t_start:.1f} s", flush=True)
     if user is None and not pending(out, list(range(first, first + n))):
         # every sample exists: whichever process finishes last writes the datalist (same content if two race)
@@ -333,9 +427,22 @@ def synthesise(network: torch.nn.Module, ckpt_path: str, device, profile: str = 
     return written
 
 
-def _write_samples(out: Path, todo: list[tuple[int, str]], contrasts: list[str], preview: bool,
-                   shard: tuple[int, int], user: "LabelFile | None", style, network, device, sampler,
-                   base_seed: int, prof, expect: dict, model_version: str) -> list[str]:
+def _write_samples(
+    out: Path,
+    todo: list[tuple[int, str]],
+    contrasts: list[str],
+    preview: bool,
+    shard: tuple[int, int],
+    user: "LabelFile | None",
+    style,
+    network,
+    device,
+    sampler,
+    base_seed: int,
+    prof,
+    expect: dict,
+    model_version: str,
+) -> list[str]:
     """The writing half of `synthesise`: each claimed sample (index, id) whole, its sidecar last."""
     ids = dict(todo)
     stale = clear_stale_parts(out, list(ids.values()))
@@ -347,19 +454,52 @@ def _write_samples(out: Path, todo: list[tuple[int, str]], contrasts: list[str],
     written = []
     for k in ids:
         try:
-            written.append(_write_sample(out, k, ids[k], contrasts, preview, shard, user, z_style, network, device,
-                                         sampler, base_seed, prof, expect, model_version))
+            written.append(
+                _write_sample(
+                    out,
+                    k,
+                    ids[k],
+                    contrasts,
+                    preview,
+                    shard,
+                    user,
+                    z_style,
+                    network,
+                    device,
+                    sampler,
+                    base_seed,
+                    prof,
+                    expect,
+                    model_version,
+                )
+            )
         except OSError as exc:  # disk full, quota, permissions: a sample is all or nothing
             remove_sample(out, ids[k])
-            raise InputError(f"cannot write {ids[k]} into output_dir {str(out)!r} ({exc.strerror or exc}); the "
-                             "sample was removed whole, earlier samples are complete; accepted: a folder with free "
-                             "space (then --resume true)") from None
+            raise InputError(
+                f"cannot write {ids[k]} into output_dir {str(out)!r} ({exc.strerror or exc}); the "
+                "sample was removed whole, earlier samples are complete; accepted: a folder with free "
+                "space (then --resume true)"
+            ) from None
     return written
 
 
-def _write_sample(out: Path, k: int, sid: str, contrasts: list[str], preview: bool, shard: tuple[int, int],
-                  user: "LabelFile | None", z_style, network, device, sampler, base_seed: int, prof, expect: dict,
-                  model_version: str) -> str:
+def _write_sample(
+    out: Path,
+    k: int,
+    sid: str,
+    contrasts: list[str],
+    preview: bool,
+    shard: tuple[int, int],
+    user: "LabelFile | None",
+    z_style,
+    network,
+    device,
+    sampler,
+    base_seed: int,
+    prof,
+    expect: dict,
+    model_version: str,
+) -> str:
     """Sample `k` (id `sid`): its images, label map, preview and, last, its sidecar (which marks it complete)."""
     shard_i, shards = shard
     t0 = time.perf_counter()
@@ -370,8 +510,10 @@ def _write_sample(out: Path, k: int, sid: str, contrasts: list[str], preview: bo
         smp = next(sampler.iter_samples(num_samples=1, seed=s_seed))
     pv = np.asarray(smp["pv"], dtype=np.float32)
     if pv.shape[1:] != tuple(prof.shape):
-        raise InputError(f"label map grid {pv.shape[1:]} does not match profile {prof.name!r} {tuple(prof.shape)}; "
-                         "accepted: label_ldm and brainspade3d run with the same --profile")
+        raise InputError(
+            f"label map grid {pv.shape[1:]} does not match profile {prof.name!r} {tuple(prof.shape)}; "
+            "accepted: label_ldm and brainspade3d run with the same --profile"
+        )
     style_seed = None
     if z_style is not None:
         z = z_style
@@ -400,20 +542,48 @@ def _write_sample(out: Path, k: int, sid: str, contrasts: list[str], preview: bo
         save_preview(out / f"{sid}.png", images, labels, title=f"{sid} (synthetic)")
         files["preview"] = f"{sid}.png"
     side = {
-        "id": sid, "synthetic": True, "index": k, "seed": s_seed, "base_seed": base_seed, "contrast": contrasts,
-        "label_source": expect["label_source"], "label_file": expect["label_file"],
-        "requested": requested, "achieved": {key: round(float(v), 4) for key, v in (achieved or {}).items()},
-        "style_image": expect["style_image"], "style_seed": style_seed,
-        "models": {"brainspade3d": model_version,
-                   **({"label_ldm": smp.get("model_version", "")} if user is None else {})},
-        "profile": prof.name, "affine": np.asarray(affine).tolist(), "shape": list(labels.shape),
-        "files": files, "shard": [shard_i, shards], "settings": expect["settings"],
+        "id": sid,
+        "synthetic": True,
+        "index": k,
+        "seed": s_seed,
+        "base_seed": base_seed,
+        "contrast": contrasts,
+        "label_source": expect["label_source"],
+        "label_file": expect["label_file"],
+        "requested": requested,
+        "achieved": {key: round(float(v), 4) for key, v in (achieved or {}).items()},
+        "style_image": expect["style_image"],
+        "style_seed": style_seed,
+        "models": {
+            "brainspade3d": model_version,
+            **({"label_ldm": smp.get("model_version", "")} if user is None else {}),
+        },
+        "profile": prof.name,
+        "affine": np.asarray(affine).tolist(),
+        "shape": list(labels.shape),
+        "files": files,
+        "shard": [shard_i, shards],
+        "settings": expect["settings"],
         "time_s": round(time.perf_counter() - t0, 3),
     }
     if user is None:
-        side["label_ldm"] = {key: smp.get(key) for key in (
-            "seed", "sampler", "steps", "guidance_scale", "verified", "retries", "requested_source",
-            "sampled_achieved", "volume_matching", "achieved_pv", "time_s") if key in smp}
+        side["label_ldm"] = {
+            key: smp.get(key)
+            for key in (
+                "seed",
+                "sampler",
+                "steps",
+                "guidance_scale",
+                "verified",
+                "retries",
+                "requested_source",
+                "sampled_achieved",
+                "volume_matching",
+                "achieved_pv",
+                "time_s",
+            )
+            if key in smp
+        }
     path = str(save_json(out / f"{sid}.json", side))  # last: marks the sample complete
     print(f"{sid}: {', '.join(contrasts)} -> {out} ({side['time_s']:.1f} s)", flush=True)
     return path
@@ -444,8 +614,10 @@ def check_inputs_not_outputs(out: Path, inputs: list[str], names: Callable[[], I
     for path in inside:
         name = Path(path).resolve().name
         if name in planned:
-            raise InputError(f"input {str(path)!r} would be overwritten by this run's output {name!r}; accepted: "
-                             "an input outside output_dir or under another name (e.g. --output_dir elsewhere)")
+            raise InputError(
+                f"input {str(path)!r} would be overwritten by this run's output {name!r}; accepted: "
+                "an input outside output_dir or under another name (e.g. --output_dir elsewhere)"
+            )
 
 
 def remove_sample(out: Path, sid: str) -> None:
@@ -457,8 +629,10 @@ def remove_sample(out: Path, sid: str) -> None:
 
 def check_label_ldm_extra(extra: Any) -> None:
     if extra is not None and not isinstance(extra, Mapping):
-        raise InputError(f"label_ldm_extra={extra!r} is not a dict; accepted: a dict of label_ldm inference ids, "
-                         "e.g. \"{'sampling': 'pndm300'}\"")
+        raise InputError(
+            f"label_ldm_extra={extra!r} is not a dict; accepted: a dict of label_ldm inference ids, "
+            "e.g. \"{'sampling': 'pndm300'}\""
+        )
 
 
 def bundle_parser(config: dict, overrides: Mapping, extra: Any = None):

@@ -27,8 +27,12 @@ from brainspade.sharding import sample_seed
 from .inference import STYLE_STREAM, generate_images, load_generator
 
 # pathology -> lesion types present (the rest are set to 0)
-PATHOLOGIES: dict[str, tuple[str, ...]] = {"healthy": (), "wmh": ("wmh_ml",), "tumour": ("tumour_ml",),
-                                           "both": ("wmh_ml", "tumour_ml")}
+PATHOLOGIES: dict[str, tuple[str, ...]] = {
+    "healthy": (),
+    "wmh": ("wmh_ml",),
+    "tumour": ("tumour_ml",),
+    "both": ("wmh_ml", "tumour_ml"),
+}
 _TUMOUR_PARTS = ("oedema_ml", "enhancing_ml")
 
 
@@ -46,8 +50,17 @@ def pathology_request(space, present: tuple[str, ...]) -> dict[str, float | None
     return req
 
 
-def pathology_montage(network: torch.nn.Module, ckpt_path: str, device, profile: str, label_sampler: Callable[[], Any],
-                      contrast: Any = None, seed: Any = 0, path: Any = "montage.png", overwrite: Any = False) -> str:
+def pathology_montage(
+    network: torch.nn.Module,
+    ckpt_path: str,
+    device,
+    profile: str,
+    label_sampler: Callable[[], Any],
+    contrast: Any = None,
+    seed: Any = 0,
+    path: Any = "montage.png",
+    overwrite: Any = False,
+) -> str:
     prof = get_profile(profile)
     contrasts = check_contrasts(contrast if contrast else list(CONTRASTS))
     base_seed = parse_int(seed, "seed", 0, 2**31 - 1)

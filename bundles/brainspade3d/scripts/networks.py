@@ -16,9 +16,9 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-from torch.utils.checkpoint import checkpoint
 from monai.networks.blocks import Convolution
 from monai.networks.nets import SPADENet
+from torch.utils.checkpoint import checkpoint
 
 from brainspade.contrasts import CONTRASTS
 from brainspade.labels import NUM_LABELS
@@ -40,10 +40,21 @@ class ContrastSPADENet(nn.Module):
             pass: less activation memory for the paper profile at the cost of about one more forward).
     """
 
-    def __init__(self, input_shape: Sequence[int], channels: Sequence[int] = (16, 32, 64, 64), z_dim: int = 32,
-                 spade_intermediate_channels: int = 32, head_channels: int = 4, head_hidden: int = 16, head_kernel: int = 1, num_contrasts: int | None = None,
-                 num_labels: int = NUM_LABELS, mask_background: bool = True, upsampling_mode: str = "nearest",
-                 use_checkpoint: bool = False):
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        channels: Sequence[int] = (16, 32, 64, 64),
+        z_dim: int = 32,
+        spade_intermediate_channels: int = 32,
+        head_channels: int = 4,
+        head_hidden: int = 16,
+        head_kernel: int = 1,
+        num_contrasts: int | None = None,
+        num_labels: int = NUM_LABELS,
+        mask_background: bool = True,
+        upsampling_mode: str = "nearest",
+        use_checkpoint: bool = False,
+    ):
         super().__init__()
         self.use_checkpoint = bool(use_checkpoint)
         self.num_labels = int(num_labels)
@@ -54,10 +65,19 @@ class ContrastSPADENet(nn.Module):
         self.mask_background = mask_background
         act = ("LEAKYRELU", {"negative_slope": 0.2})
         self.spade = SPADENet(
-            spatial_dims=3, in_channels=1, out_channels=head_channels, label_nc=self.label_nc,
-            input_shape=list(self.input_shape), channels=list(channels),  # a copy: SPADENet mutates the list
-            z_dim=self.z_dim, is_vae=True, spade_intermediate_channels=spade_intermediate_channels,
-            norm="INSTANCE", act=act, last_act=act, upsampling_mode=upsampling_mode,
+            spatial_dims=3,
+            in_channels=1,
+            out_channels=head_channels,
+            label_nc=self.label_nc,
+            input_shape=list(self.input_shape),
+            channels=list(channels),  # a copy: SPADENet mutates the list
+            z_dim=self.z_dim,
+            is_vae=True,
+            spade_intermediate_channels=spade_intermediate_channels,
+            norm="INSTANCE",
+            act=act,
+            last_act=act,
+            upsampling_mode=upsampling_mode,
         )
         # per-voxel head: intensity mixing at tissue boundaries is local in the partial volumes, so 1x1x1
         # convs on [SPADE features, PV] keep edges sharp at a fraction of a 3x3x3 conv's cost at full size
@@ -104,8 +124,9 @@ class ContrastSPADENet(nn.Module):
     def sample_z(self, batch: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
         return torch.randn(batch, self.z_dim, generator=generator, device=device)
 
-    def forward(self, pv: torch.Tensor, contrast: torch.Tensor, image: torch.Tensor | None = None,
-                z: torch.Tensor | None = None):
+    def forward(
+        self, pv: torch.Tensor, contrast: torch.Tensor, image: torch.Tensor | None = None, z: torch.Tensor | None = None
+    ):
         """With `image`: returns (fake, mu, logvar) (training / style transfer); else decodes `z` (or N(0,1))."""
         if image is not None:
             mu, logvar = self.encode(image)

@@ -32,7 +32,11 @@ def kl_loss(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 def feature_matching(fake_feats: list[list[torch.Tensor]], real_feats: list[list[torch.Tensor]]) -> torch.Tensor:
     """Mean L1 between the discriminators' intermediate features for fake and (detached) real inputs."""
-    terms = [torch.nn.functional.l1_loss(f, r.detach()) for fd, rd in zip(fake_feats, real_feats) for f, r in zip(fd, rd)]
+    terms = [
+        torch.nn.functional.l1_loss(f, r.detach())
+        for fd, rd in zip(fake_feats, real_feats, strict=True)
+        for f, r in zip(fd, rd, strict=True)
+    ]
     return torch.stack(terms).mean()
 
 
@@ -48,9 +52,19 @@ class SPADEGANStep:
     batch: {"pv": (B,10,...), "image": (B,1,...), "contrast": (B,) long}.
     """
 
-    def __init__(self, generator, discriminator, g_optimizer, d_optimizer, adversarial_loss,
-                 lambda_adv: float = 1.0, lambda_fm: float = 10.0, lambda_rec: float = 10.0, lambda_kl: float = 0.05,
-                 amp: bool = False):
+    def __init__(
+        self,
+        generator,
+        discriminator,
+        g_optimizer,
+        d_optimizer,
+        adversarial_loss,
+        lambda_adv: float = 1.0,
+        lambda_fm: float = 10.0,
+        lambda_rec: float = 10.0,
+        lambda_kl: float = 0.05,
+        amp: bool = False,
+    ):
         self.g, self.d = generator, discriminator
         self.g_opt, self.d_opt = g_optimizer, d_optimizer
         self.adv = adversarial_loss
@@ -101,12 +115,20 @@ class SPADEGANStep:
             b = image.shape[0]
             d_out, _ = self.d(torch.cat([torch.cat([fake.detach(), cond], 1), real_in], 0))
             d_fake, d_real = [o[:b] for o in d_out], [o[b:] for o in d_out]
-            d_loss = 0.5 * (self.adv(d_fake, target_is_real=False, for_discriminator=True)
-                            + self.adv(d_real, target_is_real=True, for_discriminator=True))
+            d_loss = 0.5 * (
+                self.adv(d_fake, target_is_real=False, for_discriminator=True)
+                + self.adv(d_real, target_is_real=True, for_discriminator=True)
+            )
         self._step(d_loss, self.d_opt, self.d_scaler)
 
-        out = {"g_loss": g_loss.item(), "d_loss": d_loss.item(), "adv": adv.item(), "fm": fm.item(),
-               "rec": rec.item(), "kl": kl.item()}
+        out = {
+            "g_loss": g_loss.item(),
+            "d_loss": d_loss.item(),
+            "adv": adv.item(),
+            "fm": fm.item(),
+            "rec": rec.item(),
+            "kl": kl.item(),
+        }
         engine.state.metrics.update(out)  # TensorBoardStatsHandler / StatsHandler read them from here too
         return out
 
@@ -120,4 +142,3 @@ def resume_handlers(run_dir: str, load_dict: dict, map_location=None, enabled: b
         return []
     print(f"resuming from {path}", flush=True)
     return [CheckpointLoader(load_path=path, load_dict=load_dict, map_location=map_location)]
-

@@ -9,7 +9,6 @@ from .conditioning import ConditionSpace, normalise_volumes
 from .data import bundle_config, load_datalist, pv_condition_ml
 from .evaluate import evaluate
 from .networks import VolumeConditionedUNet
-from .volume_matching import match_lesion_volumes
 from .sampler import LabelSampler, condition_space, decode_latent, write_samples
 from .training import (
     AutoencoderStep,
@@ -19,14 +18,36 @@ from .training import (
     TimeLimitHandler,
     attach_handlers,
     encode_datalist,
-    is_rank0,
     export_autoencoder,
     export_diffusion,
+    is_rank0,
     loss_terms,
 )
+from .volume_matching import match_lesion_volumes
 
 __all__ = [
-    "ConditionSpace", "normalise_volumes", "bundle_config", "bundle_version", "load_datalist", "pv_condition_ml", "evaluate", "VolumeConditionedUNet", "match_lesion_volumes", "LabelSampler", "condition_space", "decode_latent",
-    "write_samples", "AutoencoderStep", "DiffusionPreview", "ImageLogHandler", "LatentMeta", "TimeLimitHandler", "attach_handlers", "encode_datalist", "is_rank0",
-    "export_autoencoder", "export_diffusion", "loss_terms",
+    "ConditionSpace",
+    "normalise_volumes",
+    "bundle_config",
+    "bundle_version",
+    "load_datalist",
+    "pv_condition_ml",
+    "evaluate",
+    "VolumeConditionedUNet",
+    "match_lesion_volumes",
+    "LabelSampler",
+    "condition_space",
+    "decode_latent",
+    "write_samples",
+    "AutoencoderStep",
+    "DiffusionPreview",
+    "ImageLogHandler",
+    "LatentMeta",
+    "TimeLimitHandler",
+    "attach_handlers",
+    "encode_datalist",
+    "is_rank0",
+    "export_autoencoder",
+    "export_diffusion",
+    "loss_terms",
 ]

@@ -25,7 +25,6 @@ import numpy as np
 from brainspade.errors import InputError
 from brainspade.labels import CONDITION_KEYS, LESIONS
 
-
 COND_TRANSFORMS = ("linear", "log1p")
 
 
@@ -46,8 +45,9 @@ def _fmt(v: float) -> str:
 class ConditionSpace:
     """The trained conditioning: normalisation maxima and the training subjects' lesion volumes (mL)."""
 
-    def __init__(self, cond_max, train_conditions, keys=CONDITION_KEYS, neighbours: int = 5,
-                 transform: str = "linear") -> None:
+    def __init__(
+        self, cond_max, train_conditions, keys=CONDITION_KEYS, neighbours: int = 5, transform: str = "linear"
+    ) -> None:
         self.keys = tuple(keys)
         self.transform = str(transform)
         self.cond_max = np.asarray(cond_max, dtype=np.float64).reshape(-1)
@@ -61,15 +61,20 @@ class ConditionSpace:
         for j, k in enumerate(self.keys):
             vals = self.train[present[:, j], j]
             # rounded outwards to 0.01 mL so the message states exactly what is accepted
-            self.ranges[k] = (math.floor(vals.min() * 100) / 100, math.ceil(vals.max() * 100) / 100) if len(vals) else None
+            self.ranges[k] = (
+                (math.floor(vals.min() * 100) / 100, math.ceil(vals.max() * 100) / 100) if len(vals) else None
+            )
 
     def accepted(self, key: str) -> str:
         r = self.ranges[key]
-        return "0 (absent) only: never present in the training data" if r is None else \
-            f"0 (absent) or {_fmt(r[0])} to {_fmt(r[1])} mL (the trained range), or null to draw it"
+        return (
+            "0 (absent) only: never present in the training data"
+            if r is None
+            else f"0 (absent) or {_fmt(r[0])} to {_fmt(r[1])} mL (the trained range), or null to draw it"
+        )
 
     def describe_pattern(self, pattern) -> str:
-        names = [les for les, p in zip(LESIONS, pattern) if p]
+        names = [les for les, p in zip(LESIONS, pattern, strict=True) if p]
         return "+".join(names) if names else "none (healthy)"
 
     def parse(self, values: Mapping[str, object]) -> dict[str, float | None]:
@@ -109,9 +114,11 @@ class ConditionSpace:
         if not self.compatible(given).any():
             asked = ", ".join(f"{k}{'>0' if given[k] > 0 else '=0'}" for k in self.keys if given.get(k) is not None)
             seen = "; ".join(self.describe_pattern(p) for p in self.patterns)
-            raise InputError(f"the combination {asked} never occurs in the training data (tumour parts come "
-                             f"together: a tumour has core, enhancing part and oedema); accepted combinations "
-                             f"of present lesions: {seen}")
+            raise InputError(
+                f"the combination {asked} never occurs in the training data (tumour parts come "
+                f"together: a tumour has core, enhancing part and oedema); accepted combinations "
+                f"of present lesions: {seen}"
+            )
 
     def draw(self, given: Mapping[str, float | None], rng: np.random.Generator) -> tuple[np.ndarray, dict]:
         """Requested volumes (mL, keys order): given values kept, omitted ones from a compatible training subject."""
@@ -131,6 +138,8 @@ class ConditionSpace:
         return normalise_volumes(vols_ml, self.cond_max, self.transform)
 
     def summary(self) -> dict:
-        return {"ranges_ml": {k: (list(r) if r else None) for k, r in self.ranges.items()},
-                "combinations": [self.describe_pattern(p) for p in self.patterns],
-                "normalisation_max_ml": dict(zip(self.keys, self.cond_max.round(3).tolist()))}
+        return {
+            "ranges_ml": {k: (list(r) if r else None) for k, r in self.ranges.items()},
+            "combinations": [self.describe_pattern(p) for p in self.patterns],
+            "normalisation_max_ml": dict(zip(self.keys, self.cond_max.round(3).tolist(), strict=True)),
+        }

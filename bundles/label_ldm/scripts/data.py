@@ -13,13 +13,16 @@ from brainspade.errors import InputError
 from brainspade.labels import CONDITION_KEYS, lesion_volumes_ml
 
 
-def load_datalist(path: str | os.PathLike, key: str = "training", required: tuple[str, ...] = ("pv",),
-                  limit: int | None = None) -> list[dict]:
+def load_datalist(
+    path: str | os.PathLike, key: str = "training", required: tuple[str, ...] = ("pv",), limit: int | None = None
+) -> list[dict]:
     """Items of `key` in a phantom/real datalist JSON, paths resolved against the JSON's folder."""
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"datalist {str(p)!r} does not exist; accepted: a datalist.json written by "
-                         "`python -m brainspade.phantom` or in the same format")
+        raise InputError(
+            f"datalist {str(p)!r} does not exist; accepted: a datalist.json written by "
+            "`python -m brainspade.phantom` or in the same format"
+        )
     try:
         items = load_decathlon_datalist(str(p), is_segmentation=True, data_list_key=key, base_dir=str(p.parent))
     except (ValueError, KeyError, json.JSONDecodeError) as exc:
@@ -29,8 +32,10 @@ def load_datalist(path: str | os.PathLike, key: str = "training", required: tupl
     for item in items:
         for r in required:
             if r not in item or not os.path.isfile(str(item[r])):
-                raise InputError(f"datalist item {item.get('id', '?')!r} lacks a readable {r!r} file "
-                                 f"({item.get(r)!r}); accepted: paths relative to the datalist folder")
+                raise InputError(
+                    f"datalist item {item.get('id', '?')!r} lacks a readable {r!r} file "
+                    f"({item.get(r)!r}); accepted: paths relative to the datalist folder"
+                )
     return items[:limit] if limit else items
 
 

@@ -40,8 +40,10 @@ def reconstruction_dice(autoencoder, autoencoder_path: str, items: list[dict], d
         y = torch.from_numpy(int_to_pv(pv_to_int(pv)))[None]
         scores.append(compute_dice(y_pred, y, include_background=True, ignore_empty=True)[0].numpy())
     arr = np.stack(scores)
-    return {lab.key: (None if np.all(np.isnan(arr[:, lab.code])) else round(float(np.nanmean(arr[:, lab.code])), 4))
-            for lab in LABELS}
+    return {
+        lab.key: (None if np.all(np.isnan(arr[:, lab.code])) else round(float(np.nanmean(arr[:, lab.code])), 4))
+        for lab in LABELS
+    }
 
 
 def _agreement(req: np.ndarray, ach: np.ndarray) -> tuple[float | None, float | None]:
@@ -53,7 +55,9 @@ def _agreement(req: np.ndarray, ach: np.ndarray) -> tuple[float | None, float | 
     return rho, (round(float(np.median(np.abs(ach - req) / req)), 4) if len(req) else None)
 
 
-def conditioning_metrics(samples: list[dict], presence_fraction: float = PRESENCE_FRACTION, false_ml: float = 0.1) -> dict:
+def conditioning_metrics(
+    samples: list[dict], presence_fraction: float = PRESENCE_FRACTION, false_ml: float = 0.1
+) -> dict:
     """Per lesion type: Spearman(requested, achieved), median relative error, presence rate, false-lesion rate."""
     out = {}
     for k in CONDITION_KEYS:
@@ -83,22 +87,29 @@ def volume_wasserstein(samples: list[dict], train_labels: list[np.ndarray], voxe
     """Per-tissue Wasserstein distance (mL) between generated and training label-map volume distributions."""
     gen = [tissue_volumes_ml(s["labels"], voxel_mm3) for s in samples]
     ref = [tissue_volumes_ml(lab, voxel_mm3) for lab in train_labels]
-    return {lab.key: round(float(wasserstein_distance([g[lab.key] for g in gen], [r[lab.key] for r in ref])), 4)
-            for lab in LABELS}
+    return {
+        lab.key: round(float(wasserstein_distance([g[lab.key] for g in gen], [r[lab.key] for r in ref])), 4)
+        for lab in LABELS
+    }
 
 
 def lesion_components(samples: list[dict], train_labels: list[np.ndarray]) -> dict:
     """Per lesion type, the median number of connected components (26-connected) where the lesion is present,
     generated vs training. Why: volume matching reshapes lesions (shrinking can split one, growing can merge
     several); this says whether the delivered lesions keep the training data's make-up. MONAI has no counter."""
+
     def counts(maps: list[np.ndarray], code: int) -> list[int]:
         return [int(ndimage.label(m == code, structure=NEIGHBOURS_26)[1]) for m in maps if (m == code).any()]
 
     out = {}
-    for key, code in zip(CONDITION_KEYS, LESION_CODES):
+    for key, code in zip(CONDITION_KEYS, LESION_CODES, strict=True):
         gen, ref = counts([s["labels"] for s in samples], code), counts(train_labels, code)
-        out[key] = {"generated": float(np.median(gen)) if gen else None, "training": float(np.median(ref)) if ref else None,
-                    "n_generated": len(gen), "n_training": len(ref)}
+        out[key] = {
+            "generated": float(np.median(gen)) if gen else None,
+            "training": float(np.median(ref)) if ref else None,
+            "n_generated": len(gen),
+            "n_training": len(ref),
+        }
     return out
 
 
@@ -108,7 +119,7 @@ def ms_ssim_diversity(samples: list[dict]) -> dict:
         return {"ms_ssim_mean": None, "diversity": None, "pairs": 0}
     metric = MultiScaleSSIMMetric(spatial_dims=3, data_range=1.0, kernel_size=5, weights=(0.3, 0.3, 0.4))
     vals = []
-    for a, b in zip(samples[:-1], samples[1:]):
+    for a, b in zip(samples[:-1], samples[1:], strict=True):
         vals.append(float(metric(torch.from_numpy(a["pv"])[None], torch.from_numpy(b["pv"])[None]).mean()))
     mean = float(np.mean(vals))
     return {"ms_ssim_mean": round(mean, 4), "diversity": round(1.0 - mean, 4), "pairs": len(vals)}
@@ -122,20 +133,32 @@ def evaluation_requests(sampler, items: list[dict], voxel_mm3: float, n: int) ->
     for item in items:
         vols = pv_condition_ml(load_nifti(item["pv"], "partial-volume map")[0], voxel_mm3)
         req = {}
-        for k, v in zip(CONDITION_KEYS, vols):
+        for k, v in zip(CONDITION_KEYS, vols, strict=True):
             r = space.ranges[k]
             req[k] = 0.0 if (v <= 0.05 or r is None) else float(np.clip(v, r[0], r[1]))
         try:
             space.check_combination(req)
         except InputError:
-            req = {k: None for k in CONDITION_KEYS}  # an unseen combination: draw one instead
+            req = dict.fromkeys(CONDITION_KEYS)  # an unseen combination: draw one instead
         reqs.append(req)
-    return [reqs[i % len(reqs)] for i in range(n)] if reqs else [{k: None for k in CONDITION_KEYS}] * n
+    return [reqs[i % len(reqs)] for i in range(n)] if reqs else [dict.fromkeys(CONDITION_KEYS)] * n
 
 
-def evaluate(sampler, autoencoder, autoencoder_path: str, datalist: str, output_file: str, profile: str = "default",
-             device="cpu", num_samples: int = 20, seed: int = 1000, eval_split: str = "validation",
-             limit: int | None = None, train_limit: int | None = None, overwrite: bool = False) -> dict:
+def evaluate(
+    sampler,
+    autoencoder,
+    autoencoder_path: str,
+    datalist: str,
+    output_file: str,
+    profile: str = "default",
+    device="cpu",
+    num_samples: int = 20,
+    seed: int = 1000,
+    eval_split: str = "validation",
+    limit: int | None = None,
+    train_limit: int | None = None,
+    overwrite: bool = False,
+) -> dict:
     """Run every evaluation, print a summary and save it as JSON (refuses to overwrite unless asked)."""
     out_path = Path(output_file)
     if out_path.exists() and not overwrite:
@@ -157,23 +180,41 @@ def evaluate(sampler, autoencoder, autoencoder_path: str, datalist: str, output_
     result["volume_wasserstein_ml"] = volume_wasserstein(samples, train_labels, prof.voxel_mm3)
     result["lesion_components"] = lesion_components(samples, train_labels)
     result["diversity"] = ms_ssim_diversity(samples)
-    result["sampling"] = {"sampler": samples[0]["sampler"], "steps": samples[0]["steps"],
-                          "guidance_scale": samples[0]["guidance_scale"], "num_samples": len(samples),
-                          "mean_time_s": round((t2 - t1) / len(samples), 3),
-                          "verified_rate": round(float(np.mean([s["verified"] for s in samples])), 4),
-                          "mean_retries": round(float(np.mean([s["retries"] for s in samples])), 3)}
-    keep = ("id", "seed", "requested", "achieved", "sampled_achieved", "raw_achieved", "volume_matching", "retries",
-            "verified")
+    result["sampling"] = {
+        "sampler": samples[0]["sampler"],
+        "steps": samples[0]["steps"],
+        "guidance_scale": samples[0]["guidance_scale"],
+        "num_samples": len(samples),
+        "mean_time_s": round((t2 - t1) / len(samples), 3),
+        "verified_rate": round(float(np.mean([s["verified"] for s in samples])), 4),
+        "mean_retries": round(float(np.mean([s["retries"] for s in samples])), 3),
+    }
+    keep = (
+        "id",
+        "seed",
+        "requested",
+        "achieved",
+        "sampled_achieved",
+        "raw_achieved",
+        "volume_matching",
+        "retries",
+        "verified",
+    )
     result["samples"] = [{k: s[k] for k in keep if k in s} for s in samples]
-    result["time_s"] = {"reconstruction": round(t1 - t0, 1), "sampling": round(t2 - t1, 1),
-                        "total": round(time.perf_counter() - t0, 1)}
+    result["time_s"] = {
+        "reconstruction": round(t1 - t0, 1),
+        "sampling": round(t2 - t1, 1),
+        "total": round(time.perf_counter() - t0, 1),
+    }
     save_json(out_path, result)
     print("reconstruction Dice:", result["reconstruction_dice"])
     for k, m in result["conditioning"].items():
         print(f"{k}: {m}")
     print("volume Wasserstein (mL):", result["volume_wasserstein_ml"])
-    print("lesion components (median, generated vs training):",
-          {k: (v["generated"], v["training"]) for k, v in result["lesion_components"].items()})
+    print(
+        "lesion components (median, generated vs training):",
+        {k: (v["generated"], v["training"]) for k, v in result["lesion_components"].items()},
+    )
     print("diversity:", result["diversity"], "| sampling:", result["sampling"])
     print(f"saved {out_path}")
     return result

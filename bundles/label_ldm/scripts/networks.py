@@ -20,8 +20,10 @@ class VolumeConditionedUNet(torch.nn.Module):
     def __init__(self, unet: DiffusionModelUNet, num_conditions: int) -> None:
         super().__init__()
         if unet.num_class_embeds is None or not unet.with_conditioning:
-            raise ValueError("VolumeConditionedUNet needs a DiffusionModelUNet built with num_class_embeds (any "
-                             "positive integer: the embedding is replaced) and with_conditioning=True")
+            raise ValueError(
+                "VolumeConditionedUNet needs a DiffusionModelUNet built with num_class_embeds (any "
+                "positive integer: the embedding is replaced) and with_conditioning=True"
+            )
         dim = unet.class_embedding.embedding_dim
         last = torch.nn.Linear(dim, dim)
         # starts as the plain cross-attention model: the embedding adds nothing until training moves it
@@ -30,9 +32,12 @@ class VolumeConditionedUNet(torch.nn.Module):
         unet.class_embedding = torch.nn.Sequential(torch.nn.Linear(int(num_conditions), dim), torch.nn.SiLU(), last)
         self.unet = unet
 
-    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None = None,
-                **kwargs) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None = None, **kwargs
+    ) -> torch.Tensor:
         if context is None:
-            raise ValueError("VolumeConditionedUNet needs the conditioning token (context); classifier-free "
-                             "guidance passes the fill value, not None")
+            raise ValueError(
+                "VolumeConditionedUNet needs the conditioning token (context); classifier-free "
+                "guidance passes the fill value, not None"
+            )
         return self.unet(x, timesteps, context=context, class_labels=context.flatten(1), **kwargs)

@@ -20,7 +20,15 @@ from scipy import ndimage
 from brainspade.cli import parse_bool, parse_int
 from brainspade.errors import InputError
 from brainspade.io import prepare_output_dir, safe_id, save_json, save_nifti
-from brainspade.labels import CONDITION_KEYS, LABEL_CODES, LESION_CODES, NUM_LABELS, TUMOUR_PARTS, lesion_volumes_ml, pv_to_int
+from brainspade.labels import (
+    CONDITION_KEYS,
+    LABEL_CODES,
+    LESION_CODES,
+    NUM_LABELS,
+    TUMOUR_PARTS,
+    lesion_volumes_ml,
+    pv_to_int,
+)
 from brainspade.profiles import get_profile
 
 from .conditioning import ConditionSpace
@@ -84,8 +92,11 @@ def clean_lesions(pv: np.ndarray, requested_ml: Mapping[str, float], voxel_mm3: 
             pv[t][sel] += frac[sel]
         return float(frac.sum())
 
-    removed_unreq = sum(to_healthy(code) for key, code in zip(CONDITION_KEYS, LESION_CODES)
-                        if requested_ml.get(key, 1.0) == 0)
+    removed_unreq = sum(
+        to_healthy(code)
+        for key, code in zip(CONDITION_KEYS, LESION_CODES, strict=True)
+        if requested_ml.get(key, 1.0) == 0
+    )
     lab = pv_to_int(pv)
     specks = tumour_specks(lab)
     removed_specks = 0.0
@@ -94,8 +105,11 @@ def clean_lesions(pv: np.ndarray, requested_ml: Mapping[str, float], voxel_mm3: 
         away = ~ndimage.binary_dilation(kept, iterations=1)
         removed_specks = sum(to_healthy(code, away) for code in _TUMOUR_PARTS)
     ml = voxel_mm3 / 1000.0
-    return pv, {"removed_outside_brain_ml": round(removed_out * ml, 4), "removed_unrequested_ml": round(removed_unreq * ml, 4),
-                "removed_tumour_specks_ml": round(removed_specks * ml, 4)}
+    return pv, {
+        "removed_outside_brain_ml": round(removed_out * ml, 4),
+        "removed_unrequested_ml": round(removed_unreq * ml, 4),
+        "removed_tumour_specks_ml": round(removed_specks * ml, 4),
+    }
 
 
 def _space(meta: Mapping) -> ConditionSpace:
@@ -112,19 +126,29 @@ def condition_space(diffusion_path: str | Path) -> ConditionSpace:
         meta = ckpt.get("meta", ckpt)
         return _space(meta)
     except (OSError, KeyError, AttributeError, RuntimeError, ValueError) as exc:
-        raise InputError(f"diffusion weights {str(p)!r} give no conditioning table ({type(exc).__name__}); accepted: "
-                         "models/model.pt or a checkpoint written by train_diffusion.yaml") from None
+        raise InputError(
+            f"diffusion weights {str(p)!r} give no conditioning table ({type(exc).__name__}); accepted: "
+            "models/model.pt or a checkpoint written by train_diffusion.yaml"
+        ) from None
 
 
-def decode_latent(autoencoder: torch.nn.Module, z: torch.Tensor, roi_size: Sequence[int] | None = None,
-                  overlap: float = 0.25) -> torch.Tensor:
+def decode_latent(
+    autoencoder: torch.nn.Module, z: torch.Tensor, roi_size: Sequence[int] | None = None, overlap: float = 0.25
+) -> torch.Tensor:
     """Decoder logits of latent `z`, whole or in overlapping latent windows (Gaussian-blended by MONAI's
     sliding_window_inference, which scales the windows to the decoder's x4 output), so the paper profile's
     full-resolution decode fits a small GPU: peak memory follows the window, not the volume."""
-    if roi_size is None or all(int(r) >= n for r, n in zip(roi_size, z.shape[2:])):
+    if roi_size is None or all(int(r) >= n for r, n in zip(roi_size, z.shape[2:], strict=True)):
         return autoencoder.decode_stage_2_outputs(z)
-    return sliding_window_inference(z, [int(r) for r in roi_size], 1, autoencoder.decode_stage_2_outputs,
-                                    overlap=overlap, mode="gaussian", progress=False)
+    return sliding_window_inference(
+        z,
+        [int(r) for r in roi_size],
+        1,
+        autoencoder.decode_stage_2_outputs,
+        overlap=overlap,
+        mode="gaussian",
+        progress=False,
+    )
 
 
 class LabelSampler:
@@ -138,17 +162,49 @@ class LabelSampler:
     model_version, profile, time_s (+ cleanup amounts). `iter_samples(...)` yields them one at a time.
     """
 
-    SETTINGS = ("num_samples", "seed", "sampling", "steps", "guidance_scale", "max_retries", "match_volumes",
-                *CONDITION_KEYS)
+    SETTINGS = (
+        "num_samples",
+        "seed",
+        "sampling",
+        "steps",
+        "guidance_scale",
+        "max_retries",
+        "match_volumes",
+        *CONDITION_KEYS,
+    )
 
-    def __init__(self, autoencoder: torch.nn.Module, network: torch.nn.Module, inferer, schedulers: Mapping,
-                 default_steps: Mapping[str, int], autoencoder_path: str, diffusion_path: str, profile: str = "default",
-                 device: str | torch.device = "cpu", num_samples: int = 1, seed: int = 0, sampling: str = "ddim",
-                 steps: int | None = None, guidance_scale: float = 3.0, max_retries: int = 3, min_ratio: float = 0.5,
-                 max_ratio: float = 2.0, cond_fill_value: float = -1.0, id_prefix: str = "sample",
-                 model_version: str = "", wmh_ml=None, tumour_ml=None, oedema_ml=None, enhancing_ml=None,
-                 verbose: bool = False, amp: bool = False, decode_roi: Sequence[int] | None = None,
-                 decode_overlap: float = 0.25, match_volumes: bool = True) -> None:
+    def __init__(
+        self,
+        autoencoder: torch.nn.Module,
+        network: torch.nn.Module,
+        inferer,
+        schedulers: Mapping,
+        default_steps: Mapping[str, int],
+        autoencoder_path: str,
+        diffusion_path: str,
+        profile: str = "default",
+        device: str | torch.device = "cpu",
+        num_samples: int = 1,
+        seed: int = 0,
+        sampling: str = "ddim",
+        steps: int | None = None,
+        guidance_scale: float = 3.0,
+        max_retries: int = 3,
+        min_ratio: float = 0.5,
+        max_ratio: float = 2.0,
+        cond_fill_value: float = -1.0,
+        id_prefix: str = "sample",
+        model_version: str = "",
+        wmh_ml=None,
+        tumour_ml=None,
+        oedema_ml=None,
+        enhancing_ml=None,
+        verbose: bool = False,
+        amp: bool = False,
+        decode_roi: Sequence[int] | None = None,
+        decode_overlap: float = 0.25,
+        match_volumes: bool = True,
+    ) -> None:
         self.autoencoder, self.network, self.inferer = autoencoder, network, inferer
         self.schedulers, self.default_steps = dict(schedulers), dict(default_steps)
         self.autoencoder_path, self.diffusion_path = str(autoencoder_path), str(diffusion_path)
@@ -159,10 +215,19 @@ class LabelSampler:
         # bf16 autocast on CUDA only (the CPU path stays float32: bf16 convolutions are slower there)
         self.amp = bool(amp) and self.device.type == "cuda"
         self.decode_roi, self.decode_overlap = decode_roi, decode_overlap  # checked in settings()
-        self.config = {"num_samples": num_samples, "seed": seed, "sampling": sampling, "steps": steps,
-                       "guidance_scale": guidance_scale, "max_retries": max_retries,
-                       "match_volumes": match_volumes, "wmh_ml": wmh_ml,
-                       "tumour_ml": tumour_ml, "oedema_ml": oedema_ml, "enhancing_ml": enhancing_ml}
+        self.config = {
+            "num_samples": num_samples,
+            "seed": seed,
+            "sampling": sampling,
+            "steps": steps,
+            "guidance_scale": guidance_scale,
+            "max_retries": max_retries,
+            "match_volumes": match_volumes,
+            "wmh_ml": wmh_ml,
+            "tumour_ml": tumour_ml,
+            "oedema_ml": oedema_ml,
+            "enhancing_ml": enhancing_ml,
+        }
         self.space: ConditionSpace | None = None
         self.meta: dict = {}
 
@@ -181,15 +246,20 @@ class LabelSampler:
         if name not in self.schedulers:
             raise InputError(f"sampling={cfg['sampling']!r} is not known; accepted: {', '.join(self.schedulers)}")
         s["sampling"] = name
-        s["steps"] = self.default_steps[name] if cfg["steps"] is None else \
-            parse_int(cfg["steps"], "steps", 1, int(self.schedulers[name].num_train_timesteps))
+        s["steps"] = (
+            self.default_steps[name]
+            if cfg["steps"] is None
+            else parse_int(cfg["steps"], "steps", 1, int(self.schedulers[name].num_train_timesteps))
+        )
         try:
             gs = float(cfg["guidance_scale"])
         except (TypeError, ValueError):
             gs = float("nan")
         if isinstance(cfg["guidance_scale"], bool) or not (1.0 <= gs <= 20.0):
-            raise InputError(f"guidance_scale={cfg['guidance_scale']!r} is not accepted; accepted: a number from 1 "
-                             "(no classifier-free guidance) to 20")
+            raise InputError(
+                f"guidance_scale={cfg['guidance_scale']!r} is not accepted; accepted: a number from 1 "
+                "(no classifier-free guidance) to 20"
+            )
         s["guidance_scale"] = gs
         s["max_retries"] = parse_int(cfg["max_retries"], "max_retries", 0, 20)
         s["match_volumes"] = parse_bool(cfg["match_volumes"], "match_volumes")
@@ -200,11 +270,16 @@ class LabelSampler:
 
     def _check_decoding(self) -> None:
         roi, ov = self.decode_roi, self.decode_overlap
-        ok_roi = roi is None or (isinstance(roi, (list, tuple)) and len(roi) == 3 and all(
-            isinstance(r, (int, np.integer)) and not isinstance(r, bool) and r >= 1 for r in roi))
+        ok_roi = roi is None or (
+            isinstance(roi, (list, tuple))
+            and len(roi) == 3
+            and all(isinstance(r, (int, np.integer)) and not isinstance(r, bool) and r >= 1 for r in roi)
+        )
         if not ok_roi:
-            raise InputError(f"decode_roi={roi!r} is not accepted; accepted: null (whole map) or three positive "
-                             "integers, the latent window, e.g. [16, 16, 16]")
+            raise InputError(
+                f"decode_roi={roi!r} is not accepted; accepted: null (whole map) or three positive "
+                "integers, the latent window, e.g. [16, 16, 16]"
+            )
         if isinstance(ov, bool) or not isinstance(ov, (int, float)) or not 0 <= ov < 1:
             raise InputError(f"decode_overlap={ov!r} is not accepted; accepted: a number from 0 to below 1")
         self.decode_roi = None if roi is None else [int(r) for r in roi]
@@ -221,15 +296,22 @@ class LabelSampler:
         ckpt = load_weights(self.network, self.diffusion_path, "diffusion", "cpu", "diffusion weights")
         meta = ckpt.get("meta", ckpt)  # exported file: flat; training checkpoint: under 'meta'
         if "scale_factor" not in meta:
-            raise InputError(f"diffusion weights {self.diffusion_path!r} lack the latent scale factor; accepted: "
-                             "models/model.pt or a checkpoint written by train_diffusion.yaml")
+            raise InputError(
+                f"diffusion weights {self.diffusion_path!r} lack the latent scale factor; accepted: "
+                "models/model.pt or a checkpoint written by train_diffusion.yaml"
+            )
         trained_profile = str(meta.get("profile", ""))
         if trained_profile and trained_profile != profile.name:
-            raise InputError(f"diffusion weights {self.diffusion_path!r} were trained for profile {trained_profile!r}, "
-                             f"not {profile.name!r}; accepted: --profile {trained_profile} or weights for {profile.name}")
-        self.meta = {"scale_factor": float(meta["scale_factor"]), "profile": profile,
-                     "latent_shape": [int(v) for v in torch.as_tensor(meta["latent_shape"])],
-                     "version": str(ckpt.get("version", "")) or self.model_version}
+            raise InputError(
+                f"diffusion weights {self.diffusion_path!r} were trained for profile {trained_profile!r}, "
+                f"not {profile.name!r}; accepted: --profile {trained_profile} or weights for {profile.name}"
+            )
+        self.meta = {
+            "scale_factor": float(meta["scale_factor"]),
+            "profile": profile,
+            "latent_shape": [int(v) for v in torch.as_tensor(meta["latent_shape"])],
+            "version": str(ckpt.get("version", "")) or self.model_version,
+        }
         self.space = _space(meta)
         self.autoencoder.to(self.device).eval()
         self.network.to(self.device).eval()
@@ -237,7 +319,7 @@ class LabelSampler:
     # ---------------------------------------------------------------- sampling
     def _verify(self, requested: np.ndarray, achieved: Mapping[str, float]) -> tuple[bool, float]:
         ok, score = True, 0.0
-        for k, r in zip(CONDITION_KEYS, requested):
+        for k, r in zip(CONDITION_KEYS, requested, strict=True):
             if r > 0:
                 ratio = max(achieved[k], 1e-3 * r) / r
                 ok &= self.min_ratio <= ratio <= self.max_ratio
@@ -253,10 +335,18 @@ class LabelSampler:
         cfg = None if s["guidance_scale"] == 1.0 else s["guidance_scale"]
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
             # MONAI DiffusionInferer in latent space (the guided and unguided passes batched), then the decoder
-            latent = self.inferer.sample(noise, self.network, scheduler, conditioning=cond.to(self.device), cfg=cfg,
-                                         cfg_fill_value=self.cond_fill_value, verbose=False)
-            out = decode_latent(self.autoencoder, latent / self.meta["scale_factor"], self.decode_roi,
-                                self.decode_overlap)
+            latent = self.inferer.sample(
+                noise,
+                self.network,
+                scheduler,
+                conditioning=cond.to(self.device),
+                cfg=cfg,
+                cfg_fill_value=self.cond_fill_value,
+                verbose=False,
+            )
+            out = decode_latent(
+                self.autoencoder, latent / self.meta["scale_factor"], self.decode_roi, self.decode_overlap
+            )
         return torch.softmax(out[0].float(), 0).cpu().numpy()
 
     def iter_samples(self, **overrides) -> Iterator[dict]:
@@ -265,7 +355,7 @@ class LabelSampler:
         for i, sid in enumerate(self.sample_ids(s)):
             t0 = time.perf_counter()
             requested, source = self.space.draw(s["given"], np.random.default_rng([s["seed"], i]))
-            req_map = {k: float(v) for k, v in zip(CONDITION_KEYS, requested)}
+            req_map = {k: float(v) for k, v in zip(CONDITION_KEYS, requested, strict=True)}
             cond = torch.as_tensor(self.space.normalise(requested), dtype=torch.float32).view(1, 1, -1)
             best = None
             for attempt in range(s["max_retries"] + 1):
@@ -288,15 +378,29 @@ class LabelSampler:
                 labels = pv_to_int(pv)
                 achieved = lesion_volumes_ml(labels, profile.voxel_mm3)
             yield {
-                "id": sid, "pv": pv.astype(np.float32), "labels": labels, "affine": profile.affine,
-                "requested": _round(req_map), "requested_source": source, "achieved": _round(achieved),
+                "id": sid,
+                "pv": pv.astype(np.float32),
+                "labels": labels,
+                "affine": profile.affine,
+                "requested": _round(req_map),
+                "requested_source": source,
+                "achieved": _round(achieved),
                 "sampled_achieved": _round(sampled),
                 "volume_matching": matching,
                 "achieved_pv": _round(lesion_volumes_ml(pv, profile.voxel_mm3)),
-                "raw_achieved": _round(lesion_volumes_ml(pv_to_int(raw), profile.voxel_mm3)), **cleanup,
-                "verified": ok, "retries": attempt, "attempt_used": used, "sampler": s["sampling"],
-                "steps": s["steps"], "guidance_scale": s["guidance_scale"], "seed": noise_seed,
-                "base_seed": s["seed"], "index": i, "model_version": self.meta["version"], "profile": profile.name,
+                "raw_achieved": _round(lesion_volumes_ml(pv_to_int(raw), profile.voxel_mm3)),
+                **cleanup,
+                "verified": ok,
+                "retries": attempt,
+                "attempt_used": used,
+                "sampler": s["sampling"],
+                "steps": s["steps"],
+                "guidance_scale": s["guidance_scale"],
+                "seed": noise_seed,
+                "base_seed": s["seed"],
+                "index": i,
+                "model_version": self.meta["version"],
+                "profile": profile.name,
                 "time_s": round(time.perf_counter() - t0, 3),
             }
 
@@ -308,8 +412,9 @@ def _round(d: Mapping[str, float]) -> dict[str, float]:
     return {k: round(float(v), 4) for k, v in d.items()}
 
 
-def write_samples(sampler: LabelSampler, output_dir: str, overwrite: bool = False, save_pv: bool = False,
-                  **overrides) -> list[Path]:
+def write_samples(
+    sampler: LabelSampler, output_dir: str, overwrite: bool = False, save_pv: bool = False, **overrides
+) -> list[Path]:
     """Validate everything, then write <id>_label.nii.gz (+ <id>_pv.nii.gz) and <id>.json per sample, atomically."""
     parse_bool(overwrite, "overwrite")
     parse_bool(save_pv, "save_pv")
@@ -317,7 +422,9 @@ def write_samples(sampler: LabelSampler, output_dir: str, overwrite: bool = Fals
         raise InputError("output_dir is not set; accepted: a writable folder (--output_dir out/)")
     s = sampler.settings(**overrides)
     ids = sampler.sample_ids(s)
-    planned = [n for sid in ids for n in (f"{sid}_label.nii.gz", f"{sid}.json") + ((f"{sid}_pv.nii.gz",) if save_pv else ())]
+    planned = [
+        n for sid in ids for n in (f"{sid}_label.nii.gz", f"{sid}.json") + ((f"{sid}_pv.nii.gz",) if save_pv else ())
+    ]
     out = prepare_output_dir(output_dir, planned, overwrite)
     written = []
     for smp in sampler.iter_samples(**overrides):
@@ -328,9 +435,18 @@ def write_samples(sampler: LabelSampler, output_dir: str, overwrite: bool = Fals
             files["pv"] = f"{sid}_pv.nii.gz"
             save_nifti(out / files["pv"], smp["pv"], smp["affine"], pv_uint8=True)
         side = {k: v for k, v in smp.items() if k not in ("pv", "labels", "affine")}
-        side.update({"files": files, "affine": np.asarray(smp["affine"]).tolist(), "num_labels": NUM_LABELS,
-                     "conditioning": sampler.space.summary()})
+        side.update(
+            {
+                "files": files,
+                "affine": np.asarray(smp["affine"]).tolist(),
+                "num_labels": NUM_LABELS,
+                "conditioning": sampler.space.summary(),
+            }
+        )
         written.append(save_json(out / f"{sid}.json", side))
-        print(f"{sid}: requested {smp['requested']} achieved {smp['achieved']} "
-              f"({smp['sampler']} {smp['steps']} steps, retries {smp['retries']}, {smp['time_s']:.1f} s)", flush=True)
+        print(
+            f"{sid}: requested {smp['requested']} achieved {smp['achieved']} "
+            f"({smp['sampler']} {smp['steps']} steps, retries {smp['retries']}, {smp['time_s']:.1f} s)",
+            flush=True,
+        )
     return written

@@ -36,8 +36,10 @@ def _unwrap(net: torch.nn.Module) -> torch.nn.Module:
 
 def _is_rank0() -> bool:
     """True in a single process and on rank 0 of torchrun (where checkpoints, logs and exports are written)."""
-    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or \
-        torch.distributed.get_rank() == 0
+    return (
+        not (torch.distributed.is_available() and torch.distributed.is_initialized())
+        or torch.distributed.get_rank() == 0
+    )
 
 
 def kl_loss(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:
@@ -58,9 +60,19 @@ class AutoencoderStep:
     trained in the same iteration.
     """
 
-    def __init__(self, discriminator: torch.nn.Module, d_optimizer: torch.optim.Optimizer, recon_loss,
-                 adv_loss, kl_weight: float = 1e-7, l1_weight: float = 1.0, adv_weight: float = 0.01,
-                 adv_start: int = 300, image_key: str = "pv", amp: bool = False) -> None:
+    def __init__(
+        self,
+        discriminator: torch.nn.Module,
+        d_optimizer: torch.optim.Optimizer,
+        recon_loss,
+        adv_loss,
+        kl_weight: float = 1e-7,
+        l1_weight: float = 1.0,
+        adv_weight: float = 0.01,
+        adv_start: int = 300,
+        image_key: str = "pv",
+        amp: bool = False,
+    ) -> None:
         self.discriminator = discriminator
         self.d_optimizer = d_optimizer
         self.recon_loss = recon_loss
@@ -109,13 +121,22 @@ class AutoencoderStep:
                 # fake and real in one forward pass (instance norm: per-sample, so the same as two passes);
                 # DistributedDataParallel allows one forward per backward
                 both = self.discriminator(torch.cat([probs.detach(), x]).contiguous())[-1]
-                fake, real = both[: len(x)], both[len(x):]
-                adv_d = 0.5 * (self.adv_loss(fake, target_is_real=False, for_discriminator=True)
-                               + self.adv_loss(real, target_is_real=True, for_discriminator=True))
+                fake, real = both[: len(x)], both[len(x) :]
+                adv_d = 0.5 * (
+                    self.adv_loss(fake, target_is_real=False, for_discriminator=True)
+                    + self.adv_loss(real, target_is_real=True, for_discriminator=True)
+                )
             adv_d.backward()
             self.d_optimizer.step()
-        return {"image": x.detach(), "pred": probs.detach(), "loss": loss.detach().item(), "recon": recon.detach().item(),
-                "kl": kl.detach().item(), "adv_g": adv_g.detach().item(), "adv_d": adv_d.detach().item()}
+        return {
+            "image": x.detach(),
+            "pred": probs.detach(),
+            "loss": loss.detach().item(),
+            "recon": recon.detach().item(),
+            "kl": kl.detach().item(),
+            "adv_g": adv_g.detach().item(),
+            "adv_d": adv_d.detach().item(),
+        }
 
 
 def loss_terms(output: dict[str, Any]) -> dict[str, float]:
@@ -200,50 +221,71 @@ def attach_handlers(trainer: Engine, handlers: list) -> None:
             h.attach(trainer)
 
 
-def load_weights(net: torch.nn.Module, path: str | os.PathLike, key: str, device="cpu",
-                 what: str = "weights") -> dict:
+def load_weights(net: torch.nn.Module, path: str | os.PathLike, key: str, device="cpu", what: str = "weights") -> dict:
     """Load `net` from an exported weight dict ({key: state_dict, ...}) or a training checkpoint."""
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"{what} file {str(p)!r} does not exist; accepted: the bundle's models/ files or a "
-                         "checkpoint written by this bundle's training configs")
+        raise InputError(
+            f"{what} file {str(p)!r} does not exist; accepted: the bundle's models/ files or a "
+            "checkpoint written by this bundle's training configs"
+        )
     try:
         ckpt = torch.load(str(p), map_location=device, weights_only=True)
     except Exception as exc:  # torch raises many types for damaged files
-        raise InputError(f"{what} file {str(p)!r} cannot be read ({type(exc).__name__}); accepted: a "
-                         "checkpoint written by this bundle") from None
+        raise InputError(
+            f"{what} file {str(p)!r} cannot be read ({type(exc).__name__}); accepted: a "
+            "checkpoint written by this bundle"
+        ) from None
     state = ckpt.get(key, ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise InputError(f"{what} file {str(p)!r} holds no {key!r} weights")
     try:
         _unwrap(net).load_state_dict(state)
     except RuntimeError as exc:
-        raise InputError(f"{what} file {str(p)!r} does not match the configured network "
-                         f"({str(exc).splitlines()[0][:160]}); accepted: weights trained with the same "
-                         "profile/channel settings") from None
+        raise InputError(
+            f"{what} file {str(p)!r} does not match the configured network "
+            f"({str(exc).splitlines()[0][:160]}); accepted: weights trained with the same "
+            "profile/channel settings"
+        ) from None
     return ckpt
 
 
 class LatentMeta:
     """Dataset statistics the diffusion model is tied to; stored in (and restored from) its checkpoint."""
 
-    def __init__(self, scale_factor: float = 1.0, cond_max=None, train_conditions=None, profile: str = "",
-                 latent_shape=(), items=None, cond_transform: str = "log1p") -> None:
+    def __init__(
+        self,
+        scale_factor: float = 1.0,
+        cond_max=None,
+        train_conditions=None,
+        profile: str = "",
+        latent_shape=(),
+        items=None,
+        cond_transform: str = "log1p",
+    ) -> None:
         self.scale_factor = float(scale_factor)
         self.cond_transform = str(cond_transform)
-        self.cond_max = torch.as_tensor(cond_max if cond_max is not None else [1.0] * len(CONDITION_KEYS),
-                                        dtype=torch.float64)
+        self.cond_max = torch.as_tensor(
+            cond_max if cond_max is not None else [1.0] * len(CONDITION_KEYS), dtype=torch.float64
+        )
         self.train_conditions = torch.as_tensor(
             train_conditions if train_conditions is not None else np.zeros((0, len(CONDITION_KEYS))),
-            dtype=torch.float64)
+            dtype=torch.float64,
+        )
         self.profile = str(profile)
         self.latent_shape = [int(s) for s in latent_shape]
         self.items = items or []
 
     def state_dict(self) -> dict:
-        return {"scale_factor": self.scale_factor, "cond_max": self.cond_max, "train_conditions":
-                self.train_conditions, "profile": self.profile, "latent_shape": torch.tensor(self.latent_shape),
-                "condition_keys": ",".join(CONDITION_KEYS), "cond_transform": self.cond_transform}
+        return {
+            "scale_factor": self.scale_factor,
+            "cond_max": self.cond_max,
+            "train_conditions": self.train_conditions,
+            "profile": self.profile,
+            "latent_shape": torch.tensor(self.latent_shape),
+            "condition_keys": ",".join(CONDITION_KEYS),
+            "cond_transform": self.cond_transform,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.scale_factor = float(state["scale_factor"])
@@ -255,9 +297,17 @@ class LatentMeta:
 
 
 @torch.no_grad()
-def encode_datalist(autoencoder: torch.nn.Module, autoencoder_path: str, items: list[dict], device,
-                    profile, flips: bool = True, cond_fill: float = -1.0, log_every: int = 20,
-                    cond_transform: str = "log1p") -> LatentMeta:
+def encode_datalist(
+    autoencoder: torch.nn.Module,
+    autoencoder_path: str,
+    items: list[dict],
+    device,
+    profile,
+    flips: bool = True,
+    cond_fill: float = -1.0,
+    log_every: int = 20,
+    cond_transform: str = "log1p",
+) -> LatentMeta:
     """Encode every training PV map (and its left-right mirror) to AutoencoderKL's latent mean.
 
     Returns a LatentMeta whose `items` are {'image': scaled latent, 'cond': (1, 4) normalised volumes}, with
@@ -270,8 +320,9 @@ def encode_datalist(autoencoder: torch.nn.Module, autoencoder_path: str, items: 
     for n, item in enumerate(items):
         pv, _ = load_nifti(item["pv"], "partial-volume map")
         if tuple(pv.shape[1:]) != tuple(profile.shape):
-            raise InputError(f"{item['pv']!r} has shape {pv.shape[1:]}; the {profile.name} profile needs "
-                             f"{tuple(profile.shape)}")
+            raise InputError(
+                f"{item['pv']!r} has shape {pv.shape[1:]}; the {profile.name} profile needs " f"{tuple(profile.shape)}"
+            )
         vols = pv_condition_ml(pv, profile.voxel_mm3)
         x = torch.from_numpy(pv)[None].to(device)
         views = [x, torch.flip(x, dims=(2,))] if flips else [x]  # axis 2 of (B,C,X,..) = left-right in RAS
@@ -286,13 +337,21 @@ def encode_datalist(autoencoder: torch.nn.Module, autoencoder_path: str, items: 
     cond = np.stack(conds)
     cond_max = cond.max(0)
     cond_max[cond_max <= 0] = 1.0  # a lesion type absent from training: keep the division defined
-    meta = LatentMeta(scale, cond_max, cond[:: 2 if flips else 1], profile.name, list(z.shape[1:]),
-                      cond_transform=cond_transform)
-    meta.items = [{"image": zi * scale, "cond": torch.as_tensor(normalise_volumes(c, cond_max, meta.cond_transform),
-                                                                 dtype=torch.float32)[None]}
-                  for zi, c in zip(z, cond)]
-    print(f"encoded {len(items)} subjects -> {len(meta.items)} latents {tuple(z.shape[1:])}, "
-          f"scale factor {scale:.4f}, conditioning maxima (mL) {np.round(cond_max, 2).tolist()}", flush=True)
+    meta = LatentMeta(
+        scale, cond_max, cond[:: 2 if flips else 1], profile.name, list(z.shape[1:]), cond_transform=cond_transform
+    )
+    meta.items = [
+        {
+            "image": zi * scale,
+            "cond": torch.as_tensor(normalise_volumes(c, cond_max, meta.cond_transform), dtype=torch.float32)[None],
+        }
+        for zi, c in zip(z, cond, strict=True)
+    ]
+    print(
+        f"encoded {len(items)} subjects -> {len(meta.items)} latents {tuple(z.shape[1:])}, "
+        f"scale factor {scale:.4f}, conditioning maxima (mL) {np.round(cond_max, 2).tolist()}",
+        flush=True,
+    )
     return meta
 
 
@@ -309,8 +368,9 @@ def export_autoencoder(network: torch.nn.Module, path: str, version: str = "", p
     return path
 
 
-def export_diffusion(network: torch.nn.Module, meta: LatentMeta, path: str, version: str = "",
-                     prediction_type: str = "") -> str | None:
+def export_diffusion(
+    network: torch.nn.Module, meta: LatentMeta, path: str, version: str = "", prediction_type: str = ""
+) -> str | None:
     """Write the shipped diffusion file: UNet weights + scale factor + conditioning normalisation/ranges."""
     if not _is_rank0():
         return None
@@ -327,8 +387,16 @@ def export_diffusion(network: torch.nn.Module, meta: LatentMeta, path: str, vers
 class DiffusionPreview:
     """`sample_fn` for ImageLogHandler: one guided DDIM sample from the current diffusion weights."""
 
-    def __init__(self, autoencoder, autoencoder_path, scheduler, meta: LatentMeta, steps: int = 10,
-                 guidance_scale: float = 3.0, cond_fill: float = -1.0) -> None:
+    def __init__(
+        self,
+        autoencoder,
+        autoencoder_path,
+        scheduler,
+        meta: LatentMeta,
+        steps: int = 10,
+        guidance_scale: float = 3.0,
+        cond_fill: float = -1.0,
+    ) -> None:
         self.autoencoder, self.autoencoder_path = autoencoder, autoencoder_path
         self.scheduler, self.meta, self.steps = scheduler, meta, int(steps)
         self.guidance_scale, self.cond_fill = float(guidance_scale), float(cond_fill)
@@ -352,9 +420,16 @@ class DiffusionPreview:
         item = self.meta.items[engine.state.iteration % max(1, len(self.meta.items))]
         g = torch.Generator().manual_seed(0)
         noise = torch.randn((1, *self.meta.latent_shape), generator=g).to(device)
-        out = inferer.sample(noise, self.autoencoder.to(device).eval(), net, self.scheduler, conditioning=
-                             item["cond"][None].to(device), cfg=self.guidance_scale, cfg_fill_value=self.cond_fill,
-                             verbose=False)
+        out = inferer.sample(
+            noise,
+            self.autoencoder.to(device).eval(),
+            net,
+            self.scheduler,
+            conditioning=item["cond"][None].to(device),
+            cfg=self.guidance_scale,
+            cfg_fill_value=self.cond_fill,
+            verbose=False,
+        )
         net.train()
         pv = torch.softmax(out[0].float(), 0).cpu()
         return pv, lesion_volumes_ml(pv.numpy(), get_profile(self.meta.profile).voxel_mm3)

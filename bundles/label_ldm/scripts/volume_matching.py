@@ -36,8 +36,12 @@ NEIGHBOURS_26 = np.ones((3, 3, 3), dtype=bool)
 PRESENCE_FRACTION = 0.2
 _PARENCHYMA = tuple(LABEL_CODES[k] for k in ("gm", "wm", "dgm", "brainstem"))
 # healthy tissue each lesion type may grow into (lesion labels not matched yet are added per step)
-_GROWS_INTO = {"wmh_ml": (LABEL_CODES["wm"],), "tumour_ml": _PARENCHYMA, "enhancing_ml": _PARENCHYMA,
-               "oedema_ml": _PARENCHYMA}
+_GROWS_INTO = {
+    "wmh_ml": (LABEL_CODES["wm"],),
+    "tumour_ml": _PARENCHYMA,
+    "enhancing_ml": _PARENCHYMA,
+    "oedema_ml": _PARENCHYMA,
+}
 
 
 def _relabel(pv: np.ndarray, labels: np.ndarray, flat_idx: np.ndarray, new: np.ndarray | int) -> None:
@@ -51,8 +55,15 @@ def _relabel(pv: np.ndarray, labels: np.ndarray, flat_idx: np.ndarray, new: np.n
     labels[coords] = new
 
 
-def _grow(pv: np.ndarray, labels: np.ndarray, code: int, need: int, score: np.ndarray, free_labels: list[int],
-          brain: np.ndarray) -> int:
+def _grow(
+    pv: np.ndarray,
+    labels: np.ndarray,
+    code: int,
+    need: int,
+    score: np.ndarray,
+    free_labels: list[int],
+    brain: np.ndarray,
+) -> int:
     """Grow lesion `code` by `need` voxels, one dilation shell at a time, taking each shell's most lesion-like
     voxels among `free_labels` inside `brain`. -> voxels still missing (0 unless the lesion is walled in)."""
     struct = ndimage.generate_binary_structure(3, 1)
@@ -77,8 +88,9 @@ def _least_lesion_like(lesion: np.ndarray, score: np.ndarray, count: int) -> np.
     return cand[np.argsort(rel, kind="stable")[:count]]
 
 
-def match_lesion_volumes(pv: np.ndarray, requested_ml: Mapping[str, float], voxel_mm3: float, brain: np.ndarray,
-                         sigma: float = 1.0) -> tuple[np.ndarray, dict]:
+def match_lesion_volumes(
+    pv: np.ndarray, requested_ml: Mapping[str, float], voxel_mm3: float, brain: np.ndarray, sigma: float = 1.0
+) -> tuple[np.ndarray, dict]:
     """-> (pv with matched lesions, {key: 'matched (sampled x<ratio>)' | 'absent' | 'not drawn (sampled x<ratio>)'
     (under PRESENCE_FRACTION of the request) | 'not requested' | 'short by <n> voxels (sampled x<ratio>)'}).
 
@@ -86,7 +98,7 @@ def match_lesion_volumes(pv: np.ndarray, requested_ml: Mapping[str, float], voxe
     """
     pv = pv.astype(np.float32, copy=True)
     labels = pv_to_int(pv).astype(np.int64)
-    code_of = dict(zip(CONDITION_KEYS, LESION_CODES))
+    code_of = dict(zip(CONDITION_KEYS, LESION_CODES, strict=True))
     voxel_ml = voxel_mm3 / 1000.0
     unrequested = [code_of[k] for k in CONDITION_KEYS if not requested_ml.get(k)]
     # decided on the sampled map, before anything moves: lesions left as sampled are never taken from or given to

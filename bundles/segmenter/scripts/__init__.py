@@ -6,18 +6,58 @@ Imported from configs with `$brainspade.bundle.import_scripts(@bundle_root, 'seg
 
 from .data import build_datalist, datalist_from_synthetic_folder, phantom_datalist, real_datalist
 from .inference import check_inputs, inference_items, volumes_ml
-from .preprocessing import (TEST_CONDITIONS, CheckImaged, RandSkullStripd, RandThickSliced, ScalePercentilesd,
-                            augmentation_transforms, condition_transforms, input_transforms, intensity_transforms,
-                            test_transforms)
-from .train_utils import (PublishModel, ValidationCurve, client_loads_weights, check_checkpoint, check_evaluation, check_items, check_training,
-                          finish_evaluation, rank_handlers)
+from .preprocessing import (
+    TEST_CONDITIONS,
+    CheckImaged,
+    RandSkullStripd,
+    RandThickSliced,
+    ScalePercentilesd,
+    augmentation_transforms,
+    condition_transforms,
+    input_transforms,
+    intensity_transforms,
+    test_transforms,
+)
+from .train_utils import (
+    PublishModel,
+    ValidationCurve,
+    check_checkpoint,
+    check_evaluation,
+    check_items,
+    check_training,
+    client_loads_weights,
+    finish_evaluation,
+    rank_handlers,
+)
 from .transforms import RandLabelToIntensityd, SaveSegmentationd
 
 __all__ = [
-    "build_datalist", "datalist_from_synthetic_folder", "phantom_datalist", "real_datalist",
-    "check_inputs", "inference_items", "volumes_ml", "check_checkpoint", "check_evaluation", "check_items",
-    "check_training", "finish_evaluation", "rank_handlers", "RandLabelToIntensityd",
-    "SaveSegmentationd", "RandSkullStripd", "RandThickSliced", "ScalePercentilesd", "augmentation_transforms",
-    "input_transforms", "intensity_transforms", "CheckImaged", "PublishModel", "client_loads_weights", "ValidationCurve", "TEST_CONDITIONS", "condition_transforms",
+    "build_datalist",
+    "datalist_from_synthetic_folder",
+    "phantom_datalist",
+    "real_datalist",
+    "check_inputs",
+    "inference_items",
+    "volumes_ml",
+    "check_checkpoint",
+    "check_evaluation",
+    "check_items",
+    "check_training",
+    "finish_evaluation",
+    "rank_handlers",
+    "RandLabelToIntensityd",
+    "SaveSegmentationd",
+    "RandSkullStripd",
+    "RandThickSliced",
+    "ScalePercentilesd",
+    "augmentation_transforms",
+    "input_transforms",
+    "intensity_transforms",
+    "CheckImaged",
+    "PublishModel",
+    "client_loads_weights",
+    "ValidationCurve",
+    "TEST_CONDITIONS",
+    "condition_transforms",
     "test_transforms",
 ]

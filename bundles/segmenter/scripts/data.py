@@ -38,8 +38,10 @@ def _datalist_path(path: str | Path, base_dir=None) -> Path:
     if p.is_dir():
         p = p / "datalist.json"
     if not p.is_file():
-        raise InputError(f"datalist {str(p)!r} does not exist; accepted: a MONAI datalist JSON (or a folder holding "
-                         "datalist.json, e.g. written by `python -m brainspade.phantom`)")
+        raise InputError(
+            f"datalist {str(p)!r} does not exist; accepted: a MONAI datalist JSON (or a folder holding "
+            "datalist.json, e.g. written by `python -m brainspade.phantom`)"
+        )
     return p
 
 
@@ -53,13 +55,21 @@ def _phantom_entries(path: Path, split: str, pathologies: Sequence[str] | None) 
         wanted = {str(p) for p in pathologies}
         entries = [e for e in entries if e.get("pathology") in wanted]
     if not entries:
-        raise InputError(f"datalist {str(path)!r} split {split!r} has no subjects with pathology in {list(pathologies or [])}")
+        raise InputError(
+            f"datalist {str(path)!r} split {split!r} has no subjects with pathology in {list(pathologies or [])}"
+        )
     return entries
 
 
-def phantom_datalist(datalist: str | Path, split: str = "training", pathologies: Sequence[str] | None = None,
-                     contrasts: str | Sequence[str] = ("t1", "t2", "flair"), source: str = "real",
-                     rotate: bool = False, base_dir=None) -> list[dict]:
+def phantom_datalist(
+    datalist: str | Path,
+    split: str = "training",
+    pathologies: Sequence[str] | None = None,
+    contrasts: str | Sequence[str] = ("t1", "t2", "flair"),
+    source: str = "real",
+    rotate: bool = False,
+    base_dir=None,
+) -> list[dict]:
     """Entries of a phantom datalist: one per (subject, contrast), or with `rotate` one per subject with the
     contrast cycling through `contrasts` (a test set that covers every contrast at the cost of one)."""
     path = _datalist_path(datalist, base_dir)
@@ -69,36 +79,62 @@ def phantom_datalist(datalist: str | Path, split: str = "training", pathologies:
         use = [cons[i % len(cons)]] if rotate else cons
         for c in use:
             if c not in e:
-                raise InputError(f"datalist {str(path)!r} subject {e.get('id')} has no {c!r} image; "
-                                 f"available: {[k for k in CONTRASTS if k in e]}")
-            out.append({"id": f"{e['id']}_{c}", "image": str((path.parent / e[c]).resolve()),
-                        "label": str((path.parent / e["label"]).resolve()), "source": source,
-                        "pathology": str(e.get("pathology", "")), "contrast": c})
+                raise InputError(
+                    f"datalist {str(path)!r} subject {e.get('id')} has no {c!r} image; "
+                    f"available: {[k for k in CONTRASTS if k in e]}"
+                )
+            out.append(
+                {
+                    "id": f"{e['id']}_{c}",
+                    "image": str((path.parent / e[c]).resolve()),
+                    "label": str((path.parent / e["label"]).resolve()),
+                    "source": source,
+                    "pathology": str(e.get("pathology", "")),
+                    "contrast": c,
+                }
+            )
     return out
 
 
-def real_datalist(datalist: str | Path, key: str = "training", image_key: str = "image", label_key: str = "label",
-                  mapping: str | Mapping | None = None, source: str = "real", base_dir=None) -> list[dict]:
+def real_datalist(
+    datalist: str | Path,
+    key: str = "training",
+    image_key: str = "image",
+    label_key: str = "label",
+    mapping: str | Mapping | None = None,
+    source: str = "real",
+    base_dir=None,
+) -> list[dict]:
     """A MONAI datalist of real NIfTI images/labels, every entry checked up front (brainspade.realdata)."""
     path = _datalist_path(datalist, base_dir)
     entries = load_checked_datalist(path, key=key, keys=(image_key, label_key), mapping=mapping)
-    return [{"id": str(e.get("id", Path(e[image_key]).name.split(".")[0])), "image": e[image_key],
-             "label": e[label_key], "source": source} for e in entries]
+    return [
+        {
+            "id": str(e.get("id", Path(e[image_key]).name.split(".")[0])),
+            "image": e[image_key],
+            "label": e[label_key],
+            "source": source,
+        }
+        for e in entries
+    ]
 
 
 _SYNTH_LABEL = re.compile(r"^(?P<id>.+)_label\.nii(\.gz)?$")
 
 
-def datalist_from_synthetic_folder(folder: str | Path, contrasts: str | Sequence[str] | None = None,
-                                   source: str = "synthetic", base_dir=None) -> list[dict]:
+def datalist_from_synthetic_folder(
+    folder: str | Path, contrasts: str | Sequence[str] | None = None, source: str = "synthetic", base_dir=None
+) -> list[dict]:
     """Datalist from a folder written by the brainspade3d inference: `<id>_<contrast>.nii.gz`,
     `<id>_label.nii.gz` and `<id>.json` per sample (sub-folders are searched too). One entry per
     (sample, contrast) present; `contrasts` restricts which."""
     root = _resolve(folder, base_dir)
     if not root.is_dir():
-        raise InputError(f"synthetic data folder {str(root)!r} does not exist; accepted: a folder written by "
-                         "bundles/brainspade3d inference (<id>_<contrast>.nii.gz + <id>_label.nii.gz); or train "
-                         "without it, e.g. --train_sources @real_sources")
+        raise InputError(
+            f"synthetic data folder {str(root)!r} does not exist; accepted: a folder written by "
+            "bundles/brainspade3d inference (<id>_<contrast>.nii.gz + <id>_label.nii.gz); or train "
+            "without it, e.g. --train_sources @real_sources"
+        )
     wanted = check_contrasts(contrasts) if contrasts else list(CONTRASTS)
     out = []
     for lab in sorted(root.rglob("*_label.nii*")):
@@ -110,12 +146,21 @@ def datalist_from_synthetic_folder(folder: str | Path, contrasts: str | Sequence
             for ext in (".nii.gz", ".nii"):
                 img = lab.parent / f"{sid}_{c}{ext}"
                 if img.is_file():
-                    out.append({"id": f"{sid}_{c}", "image": str(img.resolve()), "label": str(lab.resolve()),
-                                "source": source, "contrast": c})
+                    out.append(
+                        {
+                            "id": f"{sid}_{c}",
+                            "image": str(img.resolve()),
+                            "label": str(lab.resolve()),
+                            "source": source,
+                            "contrast": c,
+                        }
+                    )
                     break
     if not out:
-        raise InputError(f"synthetic data folder {str(root)!r} holds no <id>_label.nii.gz with a matching "
-                         f"<id>_<contrast>.nii.gz for contrasts {wanted}")
+        raise InputError(
+            f"synthetic data folder {str(root)!r} holds no <id>_label.nii.gz with a matching "
+            f"<id>_<contrast>.nii.gz for contrasts {wanted}"
+        )
     return out
 
 
@@ -127,10 +172,13 @@ def _dr_entries(spec: Mapping, base_dir) -> list[dict]:
         label_key = "label"
     else:
         label_key = spec.get("label_key", "label")
-        entries = load_checked_datalist(path, key=spec.get("key", "training"), keys=(label_key,),
-                                        mapping=spec.get("mapping"))
-    return [{"id": f"{e.get('id', i)}_dr", "label": str((path.parent / e[label_key]).resolve()), "source": "dr"}
-            for i, e in enumerate(entries)]
+        entries = load_checked_datalist(
+            path, key=spec.get("key", "training"), keys=(label_key,), mapping=spec.get("mapping")
+        )
+    return [
+        {"id": f"{e.get('id', i)}_dr", "label": str((path.parent / e[label_key]).resolve()), "source": "dr"}
+        for i, e in enumerate(entries)
+    ]
 
 
 def build_datalist(sources: Sequence[Mapping] | None, base_dir: str | Path | None = None) -> list[dict]:
@@ -144,16 +192,29 @@ def build_datalist(sources: Sequence[Mapping] | None, base_dir: str | Path | Non
         kind = spec["kind"]
         try:
             if kind == "phantom":
-                items = phantom_datalist(spec["datalist"], spec.get("split", "training"), spec.get("pathologies"),
-                                         spec.get("contrasts", ("t1", "t2", "flair")), spec.get("source", "real"),
-                                         rotate=bool(spec.get("rotate", False)), base_dir=base_dir)
+                items = phantom_datalist(
+                    spec["datalist"],
+                    spec.get("split", "training"),
+                    spec.get("pathologies"),
+                    spec.get("contrasts", ("t1", "t2", "flair")),
+                    spec.get("source", "real"),
+                    rotate=bool(spec.get("rotate", False)),
+                    base_dir=base_dir,
+                )
             elif kind == "datalist":
-                items = real_datalist(spec["datalist"], spec.get("key", "training"), spec.get("image_key", "image"),
-                                      spec.get("label_key", "label"), spec.get("mapping"), spec.get("source", "real"),
-                                      base_dir=base_dir)
+                items = real_datalist(
+                    spec["datalist"],
+                    spec.get("key", "training"),
+                    spec.get("image_key", "image"),
+                    spec.get("label_key", "label"),
+                    spec.get("mapping"),
+                    spec.get("source", "real"),
+                    base_dir=base_dir,
+                )
             elif kind == "folder":
-                items = datalist_from_synthetic_folder(spec["path"], spec.get("contrasts"),
-                                                       spec.get("source", "synthetic"), base_dir=base_dir)
+                items = datalist_from_synthetic_folder(
+                    spec["path"], spec.get("contrasts"), spec.get("source", "synthetic"), base_dir=base_dir
+                )
             else:
                 items = _dr_entries(spec, base_dir)
         except KeyError as exc:

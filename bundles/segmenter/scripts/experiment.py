@@ -35,8 +35,13 @@ from brainspade.io import save_json  # noqa: E402
 from brainspade.labels import LABELS  # noqa: E402
 
 FG = [lab for lab in LABELS if lab.code > 0]  # DiceMetric(include_background=False): class{k} = label k+1
-ARM_TITLES = {"real_only": "real only", "synthetic_only": "synthetic only", "real_synthetic": "real + synthetic",
-              "real_dr": "real + domain rand.", "real_spade_on_phantom_labels": "real + SPADE on phantom labels"}
+ARM_TITLES = {
+    "real_only": "real only",
+    "synthetic_only": "synthetic only",
+    "real_synthetic": "real + synthetic",
+    "real_dr": "real + domain rand.",
+    "real_spade_on_phantom_labels": "real + SPADE on phantom labels",
+}
 
 
 def load_experiment(config_file: str, overrides: dict | None = None) -> dict:
@@ -47,8 +52,20 @@ def load_experiment(config_file: str, overrides: dict | None = None) -> dict:
     parser["bundle_root"] = str(BUNDLE)
     for k, v in (overrides or {}).items():
         parser[k] = v
-    ids = ["repo_root", "work_dir", "docs_dir", "real_datalist", "test_datalist", "synthetic_kind", "seeds",
-           "train_overrides", "eval_overrides", "test_sources", "seen_labels", "brainspade3d_dir"]
+    ids = [
+        "repo_root",
+        "work_dir",
+        "docs_dir",
+        "real_datalist",
+        "test_datalist",
+        "synthetic_kind",
+        "seeds",
+        "train_overrides",
+        "eval_overrides",
+        "test_sources",
+        "seen_labels",
+        "brainspade3d_dir",
+    ]
     conf = {k: parser.get_parsed_content(k) for k in ids}
     conf["arms"] = {k: parser.get_parsed_content(f"arms#{k}") for k in parser["arms"]}
     return conf
@@ -60,14 +77,26 @@ def plan_runs(conf: dict, arms: list[str], seeds: list[int]) -> list[dict]:
         for seed in seeds:
             run_dir = Path(conf["work_dir"]) / arm / f"seed{seed}"
             common = {"bundle_root": str(BUNDLE), "dataset_dir": str(Path(conf["real_datalist"]).parent), "seed": seed}
-            train_args = {**conf["train_overrides"], **common, "train_sources": conf["arms"][arm],
-                          "output_dir": str(run_dir)}
+            train_args = {
+                **conf["train_overrides"],
+                **common,
+                "train_sources": conf["arms"][arm],
+                "output_dir": str(run_dir),
+                "publish_model": False,  # an arm's model stays in its run folder, never replaces models/model.pt
+            }
             same = ("profile", "channels", "torch_threads")
             eval_args = {k: v for k, v in conf["train_overrides"].items() if k in same}
             # the driver decides what is finished; an unfinished evaluation is simply redone
-            eval_args.update({**conf["eval_overrides"], **common, "test_sources": conf["test_sources"],
-                              "overwrite": True, "ckpt_path": str(run_dir / "model_final.pt"),
-                              "output_dir": str(run_dir / "eval")})
+            eval_args.update(
+                {
+                    **conf["eval_overrides"],
+                    **common,
+                    "test_sources": conf["test_sources"],
+                    "overwrite": True,
+                    "ckpt_path": str(run_dir / "model_final.pt"),
+                    "output_dir": str(run_dir / "eval"),
+                }
+            )
             runs.append({"arm": arm, "seed": seed, "dir": run_dir, "train_args": train_args, "eval_args": eval_args})
     return runs
 
@@ -96,16 +125,24 @@ def run_one(run_dir: str | Path) -> None:
     if not _finished(d):
         args = json.loads((d / "eval_args.json").read_text())
         t0 = time.time()
-        run(config_file=[str(BUNDLE / "configs" / "train.yaml"), str(BUNDLE / "configs" / "evaluate.yaml")],
-            meta_file=meta, logging_file=logging_file, **args)
+        run(
+            config_file=[str(BUNDLE / "configs" / "train.yaml"), str(BUNDLE / "configs" / "evaluate.yaml")],
+            meta_file=meta,
+            logging_file=logging_file,
+            **args,
+        )
         times["eval"] = round(time.time() - t0, 1)
         save_json(timing, times)
 
 
 def execute(runs: list[dict], jobs: int) -> list[dict]:
     """Unfinished runs, `jobs` at a time, one CPU thread each; returns the runs that failed."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")])),
+    }
     queue = []
     for run in runs:
         if _finished(run["dir"]):
@@ -124,8 +161,14 @@ def execute(runs: list[dict], jobs: int) -> list[dict]:
             log = open(run["dir"] / "run.log", "a")
             cmd = [sys.executable, str(Path(__file__).resolve()), "--run_one", str(run["dir"])]
             print(f"[{time.strftime('%H:%M:%S')}] start {run['arm']} seed {run['seed']}", flush=True)
-            active.append((run, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO)),
-                           time.time(), log))
+            active.append(
+                (
+                    run,
+                    subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO)),
+                    time.time(),
+                    log,
+                )
+            )
         time.sleep(0.5)
         for item in list(active):
             run, proc, t0, log = item
@@ -141,8 +184,11 @@ def execute(runs: list[dict], jobs: int) -> list[dict]:
                 failed.append(run)
             left = total - done
             eta = left * (sum(durations) / len(durations)) / max(1, jobs)
-            print(f"[{time.strftime('%H:%M:%S')}] {'done' if ok else 'FAILED'} {run['arm']} seed {run['seed']} in "
-                  f"{dt:.0f} s ({done}/{total}; ETA {eta / 60:.1f} min; log {run['dir'] / 'run.log'})", flush=True)
+            print(
+                f"[{time.strftime('%H:%M:%S')}] {'done' if ok else 'FAILED'} {run['arm']} seed {run['seed']} in "
+                f"{dt:.0f} s ({done}/{total}; ETA {eta / 60:.1f} min; log {run['dir'] / 'run.log'})",
+                flush=True,
+            )
     if total:
         print(f"{total} runs in {(time.time() - t_start) / 60:.1f} min", flush=True)
     return failed
@@ -160,8 +206,12 @@ def read_run(run_dir: Path) -> dict | None:
         per_label[lab.key] = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
     per_label_n = {lab.key: int(np.isfinite([float(r[f"class{lab.code - 1}"]) for r in rows]).sum()) for lab in FG}
     timing = run_dir / "timing.json"
-    return {"dice": per_label, "n_images_with_label": per_label_n, "n_images": len(rows),
-            "seconds": json.loads(timing.read_text()) if timing.is_file() else {}}
+    return {
+        "dice": per_label,
+        "n_images_with_label": per_label_n,
+        "n_images": len(rows),
+        "seconds": json.loads(timing.read_text()) if timing.is_file() else {},
+    }
 
 
 def _ms(values: list[float]) -> tuple[float, float]:
@@ -190,8 +240,9 @@ def summarise(conf: dict, runs: list[dict]) -> dict:
         a["unseen_mean_sd"] = _ms([r["unseen_mean"] for r in rs])
         a["seeds"] = len(rs)
     targets = {}
-    m = {arm: {k: v[0] for k, v in a["dice_mean_sd"].items()} | {"seen": a["seen_mean_sd"][0]}
-         for arm, a in arms.items()}
+    m = {
+        arm: {k: v[0] for k, v in a["dice_mean_sd"].items()} | {"seen": a["seen_mean_sd"][0]} for arm, a in arms.items()
+    }
     if {"real_only", "synthetic_only"} <= m.keys():
         ratio = m["synthetic_only"]["seen"] / m["real_only"]["seen"]
         targets["synthetic_only_vs_real_only_seen_ratio"] = {"value": ratio, "target": ">= 0.9", "met": ratio >= 0.9}
@@ -200,14 +251,23 @@ def summarise(conf: dict, runs: list[dict]) -> dict:
         targets["tumour_gain_real_synthetic_minus_real_only"] = {"value": gain, "target": ">= 0.2", "met": gain >= 0.2}
         drops = {k: m["real_only"][k] - m["real_synthetic"][k] for k in seen}
         worst = max(drops, key=drops.get)
-        targets["largest_drop_on_other_labels"] = {"value": drops[worst], "label": worst, "target": "<= 0.02",
-                                                   "met": drops[worst] <= 0.02}
+        targets["largest_drop_on_other_labels"] = {
+            "value": drops[worst],
+            "label": worst,
+            "target": "<= 0.02",
+            "met": drops[worst] <= 0.02,
+        }
     if {"real_dr", "real_synthetic"} <= m.keys():
         diff = m["real_synthetic"]["tumour"] - m["real_dr"]["tumour"]
         targets["tumour_real_synthetic_minus_real_dr"] = {"value": diff, "target": "> 0", "met": diff > 0}
-    best = max(arms, key=lambda k: np.nanmean(list(m[k][lab.key] for lab in FG))) if arms else None
-    return {"arms": arms, "targets": targets, "best_arm_by_mean_dice": best, "seen_labels": seen,
-            "unseen_labels": unseen}
+    best = max(arms, key=lambda k: np.nanmean([m[k][lab.key] for lab in FG])) if arms else None
+    return {
+        "arms": arms,
+        "targets": targets,
+        "best_arm_by_mean_dice": best,
+        "seen_labels": seen,
+        "unseen_labels": unseen,
+    }
 
 
 def write_reports(conf: dict, summary: dict, docs: Path, settings: dict) -> None:
@@ -218,12 +278,17 @@ def write_reports(conf: dict, summary: dict, docs: Path, settings: dict) -> None
     order = [a for a in ARM_TITLES if a in arms]
     keys = [lab.key for lab in FG]
     fmt = lambda ms: "n/a" if not math.isfinite(ms[0]) else f"{ms[0]:.3f} ± {ms[1]:.3f}"  # noqa: E731
-    lines = ["| arm | seeds | " + " | ".join(keys) + " | seen mean | unseen mean |",
-             "|---|---|" + "---|" * (len(keys) + 2)]
+    lines = [
+        "| arm | seeds | " + " | ".join(keys) + " | seen mean | unseen mean |",
+        "|---|---|" + "---|" * (len(keys) + 2),
+    ]
     for a in order:
         r = arms[a]
-        lines.append(f"| {ARM_TITLES[a]} | {r['seeds']} | " + " | ".join(fmt(r["dice_mean_sd"][k]) for k in keys)
-                     + f" | {fmt(r['seen_mean_sd'])} | {fmt(r['unseen_mean_sd'])} |")
+        lines.append(
+            f"| {ARM_TITLES[a]} | {r['seeds']} | "
+            + " | ".join(fmt(r["dice_mean_sd"][k]) for k in keys)
+            + f" | {fmt(r['seen_mean_sd'])} | {fmt(r['unseen_mean_sd'])} |"
+        )
     tl = ["", "| target | value | met |", "|---|---|---|"]
     for name, t in summary["targets"].items():
         extra = f" ({t['label']})" if "label" in t else ""
@@ -231,14 +296,21 @@ def write_reports(conf: dict, summary: dict, docs: Path, settings: dict) -> None
     st = summary["settings"]
     tr = st["train_overrides"]
     budget = f"{tr.get('max_epochs')} epochs x {tr.get('iterations_per_epoch')} iterations"
-    secs = {a: [r["seconds"].get("train") for r in arms[a]["runs"].values() if r["seconds"].get("train")] for a in order}
+    secs = {
+        a: [r["seconds"].get("train") for r in arms[a]["runs"].values() if r["seconds"].get("train")] for a in order
+    }
     times = ", ".join(f"{ARM_TITLES[a]} {np.mean(v) / 60:.1f} min" for a, v in secs.items() if v)
-    head = (f"Command: `{st['command']}`  \nSynthetic data: `{st['synthetic_kind']}`; real set `{st['real_datalist']}` "
-            f"(healthy + WMH only); test set `{st['test_datalist']}` (every pathology, held-out style b); "
-            f"budget {budget} per run, seeds {st['seeds']}."
-            + (f"  \nMean training time per run: {times}." if times else "") + "\n\n")
-    text = (head + "Dice per label on the held-out test set (mean ± sd over seeds; a label counts only on images "
-            "that contain it).\n\n" + "\n".join(lines) + "\n" + "\n".join(tl) + "\n")
+    head = (
+        f"Command: `{st['command']}`  \nSynthetic data: `{st['synthetic_kind']}`; real set `{st['real_datalist']}` "
+        f"(healthy + WMH only); test set `{st['test_datalist']}` (every pathology, held-out style b); "
+        f"budget {budget} per run, seeds {st['seeds']}."
+        + (f"  \nMean training time per run: {times}." if times else "")
+        + "\n\n"
+    )
+    text = (
+        head + "Dice per label on the held-out test set (mean ± sd over seeds; a label counts only on images "
+        "that contain it).\n\n" + "\n".join(lines) + "\n" + "\n".join(tl) + "\n"
+    )
     tmp = docs / ".experiment.md.part"
     tmp.write_text(text)
     os.replace(tmp, docs / "experiment.md")
@@ -257,8 +329,14 @@ def _plot(arms: dict, order: list[str], keys: list[str], path: Path) -> None:
     x = np.arange(len(keys))
     for i, a in enumerate(order):
         ms = np.array([arms[a]["dice_mean_sd"][k] for k in keys], dtype=float)
-        ax.bar(x + (i - (len(order) - 1) / 2) * width, np.nan_to_num(ms[:, 0]), width, yerr=np.nan_to_num(ms[:, 1]),
-               label=f"{ARM_TITLES[a]} (n={arms[a]['seeds']})", capsize=2)
+        ax.bar(
+            x + (i - (len(order) - 1) / 2) * width,
+            np.nan_to_num(ms[:, 0]),
+            width,
+            yerr=np.nan_to_num(ms[:, 1]),
+            label=f"{ARM_TITLES[a]} (n={arms[a]['seeds']})",
+            capsize=2,
+        )
     ax.set_xticks(x, keys)
     ax.set_ylabel("Dice (test set, style b)")
     ax.set_ylim(0, 1)
@@ -290,8 +368,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--arms", default="", help="comma list (default: all arms of the config)")
     ap.add_argument("--seeds", default="", help="comma list (default: the config's seeds)")
     ap.add_argument("--report_only", action="store_true", help="only aggregate finished runs")
-    ap.add_argument("--set", action="append", default=[], metavar="ID=JSON",
-                    help="override a config id, e.g. --set 'train_overrides#max_epochs=2' (JSON value)")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="ID=JSON",
+        help="override a config id, e.g. --set 'train_overrides#max_epochs=2' (JSON value)",
+    )
     ap.add_argument("--run_one", default="", help=argparse.SUPPRESS)  # internal: one run, in this process
     a = ap.parse_args(argv)
     if a.run_one:
@@ -311,19 +394,26 @@ def main(argv: list[str] | None = None) -> None:
     runs = plan_runs(conf, arms, seeds)
     failed = [] if a.report_only else execute(runs, a.jobs)
     summary = summarise(conf, runs)
-    settings = {"synthetic_kind": conf["synthetic_kind"], "train_overrides": conf["train_overrides"],
-                "real_datalist": os.path.relpath(conf["real_datalist"], conf["repo_root"]),
-                "test_datalist": os.path.relpath(conf["test_datalist"], conf["repo_root"]),
-                "arms": {k: v for k, v in conf["arms"].items() if k in arms}, "seeds": seeds,
-                "command": "python bundles/segmenter/scripts/experiment.py --config_file "
-                           "bundles/segmenter/configs/experiment.yaml --jobs " + str(a.jobs)}
+    settings = {
+        "synthetic_kind": conf["synthetic_kind"],
+        "train_overrides": conf["train_overrides"],
+        "real_datalist": os.path.relpath(conf["real_datalist"], conf["repo_root"]),
+        "test_datalist": os.path.relpath(conf["test_datalist"], conf["repo_root"]),
+        "arms": {k: v for k, v in conf["arms"].items() if k in arms},
+        "seeds": seeds,
+        "command": "python bundles/segmenter/scripts/experiment.py --config_file "
+        "bundles/segmenter/configs/experiment.yaml --jobs " + str(a.jobs),
+    }
     settings = json.loads(json.dumps(settings).replace(str(conf["repo_root"]) + "/", ""))
     if summary["arms"]:
         write_reports(conf, summary, Path(conf["docs_dir"]), settings)
     if failed:
         names = ", ".join(f"{r['arm']}/seed{r['seed']}" for r in failed)
-        print(f"error: {len(failed)} run(s) failed ({names}); see run.log in each run folder, fix, and rerun the same "
-              "command (finished runs are skipped)", file=sys.stderr)
+        print(
+            f"error: {len(failed)} run(s) failed ({names}); see run.log in each run folder, fix, and rerun the same "
+            "command (finished runs are skipped)",
+            file=sys.stderr,
+        )
         raise SystemExit(1)
 
 

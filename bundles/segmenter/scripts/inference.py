@@ -46,8 +46,10 @@ def check_image(path: str | Path, spacing_mm: float = 2.0) -> tuple[int, ...]:
     if data.ndim == 4 and data.shape[0] == 1:
         data = data[0]
     if data.ndim != 3:
-        raise InputError(f"input image {str(p)!r} is {data.ndim}D with shape {tuple(np.moveaxis(data, 0, -1).shape)}; "
-                         f"accepted: {ACCEPTED} (split 4D series into 3D volumes first)")
+        raise InputError(
+            f"input image {str(p)!r} is {data.ndim}D with shape {tuple(np.moveaxis(data, 0, -1).shape)}; "
+            f"accepted: {ACCEPTED} (split 4D series into 3D volumes first)"
+        )
     if min(data.shape) < 2:
         raise InputError(f"input image {str(p)!r} has shape {data.shape}; accepted: {ACCEPTED} (not a 2D slice)")
     if not np.any(data):
@@ -65,14 +67,18 @@ def _entries(input_image, datalist, datalist_key: str) -> list[dict]:
     data = load_json(path, "datalist")
     items = data.get(datalist_key) if isinstance(data, dict) else data
     if not isinstance(items, list) or not items:
-        raise InputError(f"datalist {str(path)!r} has no non-empty {datalist_key!r} list; accepted: "
-                         f'{{"{datalist_key}": [{{"image": "a.nii.gz"}}, ...]}} or a JSON list of paths')
+        raise InputError(
+            f"datalist {str(path)!r} has no non-empty {datalist_key!r} list; accepted: "  # noqa: B907 (JSON example)
+            f'{{"{datalist_key}": [{{"image": "a.nii.gz"}}, ...]}} or a JSON list of paths'
+        )
     out = []
     for i, e in enumerate(items):
         img = e if isinstance(e, str) else e.get("image") if isinstance(e, dict) else None
         if not isinstance(img, str):
-            raise InputError(f"datalist {path.name} entry {i} ({str(e)[:40]}) has no 'image' path; accepted: "
-                             f'{{"{datalist_key}": [{{"image": "a.nii.gz"}}, ...]}} or a JSON list of paths')
+            raise InputError(
+                f"datalist {path.name} entry {i} ({str(e)[:40]}) has no 'image' path; accepted: "  # noqa: B907 (JSON example)
+                f'{{"{datalist_key}": [{{"image": "a.nii.gz"}}, ...]}} or a JSON list of paths'
+            )
         p = Path(img) if Path(img).is_absolute() else path.parent / img
         name = str(e.get("id")) if isinstance(e, dict) and e.get("id") else _name_of(p)
         out.append({"image": str(p.absolute()), "name": name})
@@ -86,21 +92,31 @@ def planned_outputs(name: str) -> list[str]:
 def check_weights(ckpt_path, network=None) -> None:
     """Weights exist, load as a state dict (weights_only=True) and fit `network` before any output is written."""
     if ckpt_path in (None, "") or not Path(str(ckpt_path)).is_file():
-        raise InputError(f"model weights {str(ckpt_path)!r} do not exist; accepted: a state-dict file such as "
-                         "bundles/segmenter/models/model.pt (train one with configs/train.yaml)")
+        raise InputError(
+            f"model weights {str(ckpt_path)!r} do not exist; accepted: a state-dict file such as "
+            "bundles/segmenter/models/model.pt (train one with configs/train.yaml)"
+        )
     if network is not None:
         check_fits(ckpt_path, network, "model weights")
     else:
         check_checkpoint(ckpt_path, "model weights")
 
 
-def check_inputs(input_image=None, datalist=None, output_dir=None, overwrite: bool = False,
-                 datalist_key: str = "testing", ckpt_path=None, network=None) -> list[dict]:
+def check_inputs(
+    input_image=None,
+    datalist=None,
+    output_dir=None,
+    overwrite: bool = False,
+    datalist_key: str = "testing",
+    ckpt_path=None,
+    network=None,
+) -> list[dict]:
     """Validate every input image, the weights and the output folder; return the items to segment."""
     overwrite = parse_bool(overwrite, "overwrite")
     if input_image in (None, "") and datalist in (None, ""):
-        raise InputError("no input given; accepted: input_image=<3D NIfTI path> or datalist=<JSON with a "
-                         f"{datalist_key!r} list>")
+        raise InputError(
+            "no input given; accepted: input_image=<3D NIfTI path> or datalist=<JSON with a " f"{datalist_key!r} list>"
+        )
     if output_dir in (None, ""):
         raise InputError("no output_dir given; accepted: a writable folder")
     items = _entries(input_image, datalist, datalist_key)
@@ -108,8 +124,10 @@ def check_inputs(input_image=None, datalist=None, output_dir=None, overwrite: bo
     for it in items:
         it["name"] = safe_id(it["name"], "the input's file name or datalist id")
         if it["name"] in seen:
-            raise InputError(f"two inputs would both be written as {it['name']!r} ({seen[it['name']]} and "
-                             f"{it['image']}); accepted: unique file names or unique 'id's in the datalist")
+            raise InputError(
+                f"two inputs would both be written as {it['name']!r} ({seen[it['name']]} and "
+                f"{it['image']}); accepted: unique file names or unique 'id's in the datalist"
+            )
         seen[it["name"]] = it["image"]
         check_image(it["image"])
     if ckpt_path is not None:
@@ -118,8 +136,9 @@ def check_inputs(input_image=None, datalist=None, output_dir=None, overwrite: bo
     return items
 
 
-def inference_items(input_image=None, datalist=None, output_dir=None, overwrite: bool = False,
-                    datalist_key: str = "testing") -> list[dict]:
+def inference_items(
+    input_image=None, datalist=None, output_dir=None, overwrite: bool = False, datalist_key: str = "testing"
+) -> list[dict]:
     """Items for the inference dataset; [] when no input is configured (lets property checks resolve ids)."""
     if input_image in (None, "") and datalist in (None, ""):
         return []

@@ -24,10 +24,22 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.transforms import (EnsureChannelFirstd, EnsureTyped, LoadImaged, MapTransform, Orientationd,
-                              RandAdjustContrastd, RandAffined, RandBiasFieldd, RandFlipd, RandGaussianNoised,
-                              RandGaussianSmoothd, RandomizableTransform, Spacingd, Transform)
-
+from monai.transforms import (
+    EnsureChannelFirstd,
+    EnsureTyped,
+    LoadImaged,
+    MapTransform,
+    Orientationd,
+    RandAdjustContrastd,
+    RandAffined,
+    RandBiasFieldd,
+    RandFlipd,
+    RandGaussianNoised,
+    RandGaussianSmoothd,
+    RandomizableTransform,
+    Spacingd,
+    Transform,
+)
 from monai.utils import convert_to_dst_type, convert_to_tensor
 
 from brainspade.errors import InputError
@@ -73,8 +85,10 @@ class CheckImaged(MapTransform):
             img = data[key]
             name = str(getattr(img, "meta", {}).get("filename_or_obj", key))
             if img.ndim != 4 or img.shape[0] != 1:
-                raise InputError(f"image {name!r} has {img.shape[0]} volumes (shape {tuple(img.shape[1:])}); accepted: "
-                                 "one 3D volume (split 4D series into 3D volumes first)")
+                raise InputError(
+                    f"image {name!r} has {img.shape[0]} volumes (shape {tuple(img.shape[1:])}); accepted: "
+                    "one 3D volume (split 4D series into 3D volumes first)"
+                )
             if not bool(torch.isfinite(torch.as_tensor(img)).all()):
                 raise InputError(f"image {name!r} holds NaN or infinite values; accepted: finite intensities")
             if not bool(torch.as_tensor(img).any()):
@@ -88,8 +102,9 @@ class ScalePercentilesd(MapTransform):
     NumPy's percentile takes 7 ms; run once per training draw, that difference was half the augmentation time.
     tests/test_segmenter_preprocessing.py checks the two agree."""
 
-    def __init__(self, keys: Sequence[str] = ("image",), lower: float = LOWER_PERCENTILE,
-                 upper: float = UPPER_PERCENTILE) -> None:
+    def __init__(
+        self, keys: Sequence[str] = ("image",), lower: float = LOWER_PERCENTILE, upper: float = UPPER_PERCENTILE
+    ) -> None:
         super().__init__(keys, allow_missing_keys=True)
         self.lower, self.upper = float(lower), float(upper)
 
@@ -106,8 +121,10 @@ class ScalePercentilesd(MapTransform):
 
 def intensity_transforms(image_key: str = "image") -> list:
     """The normalisation every image gets last, in training and at inference."""
-    return [ScalePercentilesd(keys=[image_key]), EnsureTyped(keys=image_key, dtype=torch.float32,
-                                                             allow_missing_keys=True)]
+    return [
+        ScalePercentilesd(keys=[image_key]),
+        EnsureTyped(keys=image_key, dtype=torch.float32, allow_missing_keys=True),
+    ]
 
 
 class SetAsided(Transform):
@@ -125,8 +142,11 @@ class SetAsided(Transform):
         if self.restore:
             d.update(d.pop(self.STASH, {}))
             return d
-        aside = {k: v for k, v in d.items() if isinstance(k, str) and k.startswith(self.prefixes)
-                 and not isinstance(v, Mapping)}
+        aside = {
+            k: v
+            for k, v in d.items()
+            if isinstance(k, str) and k.startswith(self.prefixes) and not isinstance(v, Mapping)
+        }
         for k in aside:
             del d[k]
         if aside:
@@ -143,12 +163,22 @@ class RandThickSliced(RandomizableTransform, MapTransform):
     be thick along (2 = axial in RAS).
     """
 
-    def __init__(self, keys: Sequence[str] = ("image",), spacing_mm: float = 2.0,
-                 thickness_mm: Sequence[float] = (1.0, 6.0), in_plane_mm: Sequence[float] = (1.0, 3.0),
-                 prob: float = 0.5, axes: Sequence[int] = (0, 1, 2)) -> None:
+    def __init__(
+        self,
+        keys: Sequence[str] = ("image",),
+        spacing_mm: float = 2.0,
+        thickness_mm: Sequence[float] = (1.0, 6.0),
+        in_plane_mm: Sequence[float] = (1.0, 3.0),
+        prob: float = 0.5,
+        axes: Sequence[int] = (0, 1, 2),
+    ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys=True)
         RandomizableTransform.__init__(self, prob)
-        self.spacing_mm, self.thickness_mm, self.in_plane_mm = float(spacing_mm), tuple(thickness_mm), tuple(in_plane_mm)
+        self.spacing_mm, self.thickness_mm, self.in_plane_mm = (
+            float(spacing_mm),
+            tuple(thickness_mm),
+            tuple(in_plane_mm),
+        )
         self.axes = tuple(int(a) for a in axes)
         self.resolution = np.ones(3)
 
@@ -170,7 +200,7 @@ class RandThickSliced(RandomizableTransform, MapTransform):
             img = d[key]
             x = convert_to_tensor(img, dtype=torch.float32, track_meta=False)[None]  # (1, C, X, Y, Z)
             shape = x.shape[2:]
-            low = [max(2, int(round(s / f))) for s, f in zip(shape, factors)]
+            low = [max(2, int(round(s / f))) for s, f in zip(shape, factors, strict=True)]
             # area averaging is the slice profile (a box of the slice thickness); trilinear brings it back
             x = F.interpolate(F.adaptive_avg_pool3d(x, low), size=shape, mode="trilinear", align_corners=False)[0]
             d[key] = convert_to_dst_type(x, img, dtype=torch.float32)[0]
@@ -193,8 +223,13 @@ class RandSkullStripd(RandomizableTransform, MapTransform):
         return d
 
 
-def augmentation_transforms(spacing_mm: float, dr_prob: float = 0.3, skull_strip_prob: float = 0.5,
-                            image_key: str = "image", label_key: str = "label") -> list:
+def augmentation_transforms(
+    spacing_mm: float,
+    dr_prob: float = 0.3,
+    skull_strip_prob: float = 0.5,
+    image_key: str = "image",
+    label_key: str = "label",
+) -> list:
     """Random geometry, contrast and acquisition for every training volume (whole volume, before the crop).
 
     `dr_prob`: chance that an entry's rendered image is replaced by one drawn from its label map with random
@@ -204,10 +239,24 @@ def augmentation_transforms(spacing_mm: float, dr_prob: float = 0.3, skull_strip
     """
     keys = [image_key, label_key]
     return [
-        RandLabelToIntensityd(label_key=label_key, image_key=image_key, std_range=(0.0, 0.1),
-                              background_zero_prob=0.5, always=True, prob=dr_prob),
-        RandAffined(keys=keys, prob=0.8, rotate_range=[0.26] * 3, scale_range=[0.12] * 3, shear_range=[0.05] * 3,
-                    translate_range=[6] * 3, mode=["bilinear", "nearest"], padding_mode="zeros"),
+        RandLabelToIntensityd(
+            label_key=label_key,
+            image_key=image_key,
+            std_range=(0.0, 0.1),
+            background_zero_prob=0.5,
+            always=True,
+            prob=dr_prob,
+        ),
+        RandAffined(
+            keys=keys,
+            prob=0.8,
+            rotate_range=[0.26] * 3,
+            scale_range=[0.12] * 3,
+            shear_range=[0.05] * 3,
+            translate_range=[6] * 3,
+            mode=["bilinear", "nearest"],
+            padding_mode="zeros",
+        ),
         RandBiasFieldd(keys=image_key, prob=0.6, coeff_range=(0.0, 0.4)),
         RandGaussianSmoothd(keys=image_key, prob=0.3, sigma_x=(0.2, 1.0), sigma_y=(0.2, 1.0), sigma_z=(0.2, 1.0)),
         RandThickSliced(keys=[image_key], spacing_mm=spacing_mm, prob=0.5),
@@ -223,20 +272,30 @@ def augmentation_transforms(spacing_mm: float, dr_prob: float = 0.3, skull_strip
 TEST_CONDITIONS = ("as_rendered", "zero_background", "thick_axial_5mm")
 
 
-def condition_transforms(condition: str, spacing_mm: float, image_key: str = "image",
-                         label_key: str = "label") -> list:
+def condition_transforms(condition: str, spacing_mm: float, image_key: str = "image", label_key: str = "label") -> list:
     """Deterministic degradations of a test volume, applied between the input chain and the normalisation."""
     if condition == "as_rendered":
         return []
     if condition == "zero_background":
         return [RandSkullStripd(image_key=image_key, label_key=label_key, prob=1.0)]
     if condition == "thick_axial_5mm":
-        return [RandThickSliced(keys=[image_key], spacing_mm=spacing_mm, thickness_mm=(5.0, 5.0),
-                                in_plane_mm=(spacing_mm, spacing_mm), prob=1.0, axes=(2,))]
+        return [
+            RandThickSliced(
+                keys=[image_key],
+                spacing_mm=spacing_mm,
+                thickness_mm=(5.0, 5.0),
+                in_plane_mm=(spacing_mm, spacing_mm),
+                prob=1.0,
+                axes=(2,),
+            )
+        ]
     raise InputError(f"unknown test_condition {condition!r}; accepted: {', '.join(TEST_CONDITIONS)}")
 
 
 def test_transforms(spacing: Sequence[float], condition: str = "as_rendered") -> list:
     """A labelled test volume as inference would read it, after the degradation `condition`."""
-    return (input_transforms(["image", "label"], spacing, label_key="label")
-            + condition_transforms(condition, float(spacing[0])) + intensity_transforms())
+    return (
+        input_transforms(["image", "label"], spacing, label_key="label")
+        + condition_transforms(condition, float(spacing[0]))
+        + intensity_transforms()
+    )

@@ -19,8 +19,17 @@ from pathlib import Path
 
 BUNDLE = Path(__file__).resolve().parent.parent
 CONFIGS = BUNDLE / "configs"
-SEEN_TARGETS = {"csf": 0.80, "gm": 0.90, "wm": 0.90, "dgm": 0.80, "brainstem": 0.85, "wmh": 0.60, "tumour": 0.70,
-                "oedema": 0.70, "enhancing": 0.60}
+SEEN_TARGETS = {
+    "csf": 0.80,
+    "gm": 0.90,
+    "wm": 0.90,
+    "dgm": 0.80,
+    "brainstem": 0.85,
+    "wmh": 0.60,
+    "tumour": 0.70,
+    "oedema": 0.70,
+    "enhancing": 0.60,
+}
 CONDITION_TOLERANCE = 0.05  # zero background and thick slices: within this of the as-rendered Dice
 REAL_SCAN_TARGET = 0.85
 
@@ -28,8 +37,12 @@ REAL_SCAN_TARGET = 0.85
 def _run(config_file, **overrides) -> None:
     from monai.bundle import run
 
-    run(config_file=config_file, meta_file=str(CONFIGS / "metadata.json"), logging_file=str(CONFIGS / "logging.conf"),
-        **overrides)
+    run(
+        config_file=config_file,
+        meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=str(CONFIGS / "logging.conf"),
+        **overrides,
+    )
 
 
 def phantom_dice(ckpt: str, out: Path, contrasts: list[str], conditions: list[str], threads: int) -> dict:
@@ -38,9 +51,17 @@ def phantom_dice(ckpt: str, out: Path, contrasts: list[str], conditions: list[st
     for cond in conditions:
         for con in contrasts:
             run_dir = out / "phantom" / cond / con
-            _run([str(CONFIGS / "train.yaml"), str(CONFIGS / "evaluate.yaml")], bundle_root=str(BUNDLE),
-                 ckpt_path=ckpt, output_dir=str(run_dir), test_contrasts=[con], test_condition=cond, overwrite=True,
-                 torch_threads=threads, **{"validate#additional_metrics": {}})
+            _run(
+                [str(CONFIGS / "train.yaml"), str(CONFIGS / "evaluate.yaml")],
+                bundle_root=str(BUNDLE),
+                ckpt_path=ckpt,
+                output_dir=str(run_dir),
+                test_contrasts=[con],
+                test_condition=cond,
+                overwrite=True,
+                torch_threads=threads,
+                **{"validate#additional_metrics": {}},
+            )
             table = json.loads((run_dir / "metrics_per_label.json").read_text())["per_label"]["dice"]
             result.setdefault(cond, {})[con] = {k: round(v["mean"], 4) for k, v in table.items()}
     return result
@@ -54,11 +75,19 @@ def real_scan_dice(ckpt: str, out: Path) -> dict:
     for variant in VARIANTS:
         scan = write_mni_t1(out / "real" / f"mni152_{variant}.nii.gz", variant)
         t0 = time.perf_counter()
-        _run(str(CONFIGS / "inference.yaml"), bundle_root=str(BUNDLE), input_image=str(scan), ckpt_path=ckpt,
-             output_dir=str(out / "real" / "seg"), overwrite=True)
+        _run(
+            str(CONFIGS / "inference.yaml"),
+            bundle_root=str(BUNDLE),
+            input_image=str(scan),
+            ckpt_path=ckpt,
+            output_dir=str(out / "real" / "seg"),
+            overwrite=True,
+        )
         seconds = time.perf_counter() - t0
-        result[variant] = {**segmentation_dice(out / "real" / "seg" / f"mni152_{variant}_seg.nii.gz"),
-                           "seconds_with_startup": round(seconds, 1)}
+        result[variant] = {
+            **segmentation_dice(out / "real" / "seg" / f"mni152_{variant}_seg.nii.gz"),
+            "seconds_with_startup": round(seconds, 1),
+        }
     return result
 
 
@@ -77,11 +106,18 @@ def plot_curve(curve: list[dict], png: Path) -> Path:
     fig, ax = plt.subplots(figsize=(8, 4.5))
     its = [r["iteration"] for r in curve]
     for label in SEEN_TARGETS:
-        ax.plot(its, [r["dice"].get(label) if r["dice"].get(label) is not None else float("nan") for r in curve],
-                label=label)
+        ax.plot(
+            its,
+            [r["dice"].get(label) if r["dice"].get(label) is not None else float("nan") for r in curve],
+            label=label,
+        )
     ax.plot(its, [r["mean_dice"] for r in curve], "k--", lw=2, label="mean")
-    ax.set(xlabel="training iteration (batch of 4 patches of 64^3)", ylabel="validation Dice", ylim=(0, 1),
-           title="segmenter validation (phantom validation split, every contrast)")
+    ax.set(
+        xlabel="training iteration (batch of 4 patches of 64^3)",
+        ylabel="validation Dice",
+        ylim=(0, 1),
+        title="segmenter validation (phantom validation split, every contrast)",
+    )
     ax.grid(alpha=0.3)
     ax.legend(ncol=2, fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -97,20 +133,37 @@ def judge(phantom: dict, real: dict) -> list[dict]:
     for con, dice in base.items():
         for label, target in SEEN_TARGETS.items():
             value = dice.get(label)
-            rows.append({"target": f"as rendered, {con}, {label} >= {target}", "value": value,
-                         "met": value is not None and math.isfinite(value) and value >= target})
+            rows.append(
+                {
+                    "target": f"as rendered, {con}, {label} >= {target}",
+                    "value": value,
+                    "met": value is not None and math.isfinite(value) and value >= target,
+                }
+            )
     for cond in (c for c in phantom if c != "as_rendered"):
         for con, dice in phantom[cond].items():
-            drops = {k: base[con][k] - v for k, v in dice.items()
-                     if k in base.get(con, {}) and v is not None and math.isfinite(v) and math.isfinite(base[con][k])}
+            drops = {
+                k: base[con][k] - v
+                for k, v in dice.items()
+                if k in base.get(con, {}) and v is not None and math.isfinite(v) and math.isfinite(base[con][k])
+            }
             worst = max(drops, key=drops.get) if drops else None
-            rows.append({"target": f"{cond}, {con}: every label within {CONDITION_TOLERANCE} of as rendered",
-                         "value": f"largest drop {drops[worst]:.3f} ({worst})" if worst else None,
-                         "met": bool(drops) and max(drops.values()) <= CONDITION_TOLERANCE})
+            rows.append(
+                {
+                    "target": f"{cond}, {con}: every label within {CONDITION_TOLERANCE} of as rendered",
+                    "value": f"largest drop {drops[worst]:.3f} ({worst})" if worst else None,
+                    "met": bool(drops) and max(drops.values()) <= CONDITION_TOLERANCE,
+                }
+            )
     for variant, r in real.items():
         for key in ("gm", "wm"):
-            rows.append({"target": f"real MNI152 T1 {variant}: {key} Dice >= {REAL_SCAN_TARGET}", "value": r[key],
-                         "met": r[key] >= REAL_SCAN_TARGET})
+            rows.append(
+                {
+                    "target": f"real MNI152 T1 {variant}: {key} Dice >= {REAL_SCAN_TARGET}",
+                    "value": r[key],
+                    "met": r[key] >= REAL_SCAN_TARGET,
+                }
+            )
     return rows
 
 
@@ -147,8 +200,13 @@ def main(argv: list[str] | None = None) -> dict:
     phantom = phantom_dice(a.ckpt_path, out, a.contrasts.split(","), a.conditions.split(","), a.threads)
     real = real_scan_dice(a.ckpt_path, out)
     rows = judge(phantom, real)
-    report = {"ckpt_path": a.ckpt_path, "phantom_style_b_dice": phantom, "real_mni152_t1": real, "targets": rows,
-              "minutes": round((time.perf_counter() - t0) / 60, 1)}
+    report = {
+        "ckpt_path": a.ckpt_path,
+        "phantom_style_b_dice": phantom,
+        "real_mni152_t1": real,
+        "targets": rows,
+        "minutes": round((time.perf_counter() - t0) / 60, 1),
+    }
     if a.curve:
         report["validation_curve"] = read_curve(a.curve)
     for folder in [out] + ([BUNDLE / "docs"] if a.docs else []):

@@ -37,8 +37,9 @@ def check_checkpoint(path: str | Path, what: str = "checkpoint") -> Mapping:
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated / non-torch / pickled-code files
-        raise InputError(f"{what} {str(p)!r} is not a readable weights file ({type(exc).__name__}); "
-                         f"accepted: {CKPT_ACCEPTED}") from None
+        raise InputError(
+            f"{what} {str(p)!r} is not a readable weights file ({type(exc).__name__}); " f"accepted: {CKPT_ACCEPTED}"
+        ) from None
     if not isinstance(obj, Mapping) or not obj:
         raise InputError(f"{what} {str(p)!r} holds {type(obj).__name__}, not a state dict; accepted: {CKPT_ACCEPTED}")
     return obj
@@ -54,9 +55,11 @@ def check_fits(path: str | Path, network, what: str = "checkpoint") -> None:
         target.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError, KeyError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0][:160]
-        raise InputError(f"{what} {str(path)!r} does not fit this network ({first}); accepted: weights written with "
-                         "the same network settings (channels, profile), or start over with --resume false "
-                         "--overwrite true / a new --output_dir") from None
+        raise InputError(
+            f"{what} {str(path)!r} does not fit this network ({first}); accepted: weights written with "
+            "the same network settings (channels, profile), or start over with --resume false "
+            "--overwrite true / a new --output_dir"
+        ) from None
 
 
 def check_readable(path: str, what: str) -> None:
@@ -66,8 +69,9 @@ def check_readable(path: str, what: str) -> None:
     try:
         nib.load(path)
     except Exception as exc:  # nibabel raises several types for non-image files
-        raise InputError(f"{what} {path!r} is not a readable NIfTI image ({type(exc).__name__}); accepted: "
-                         ".nii or .nii.gz files") from None
+        raise InputError(
+            f"{what} {path!r} is not a readable NIfTI image ({type(exc).__name__}); accepted: " ".nii or .nii.gz files"
+        ) from None
 
 
 def check_items(items: Sequence, what: str, need_image: bool = True) -> None:
@@ -77,8 +81,10 @@ def check_items(items: Sequence, what: str, need_image: bool = True) -> None:
     for i, e in enumerate(items):
         name = f"{what} entry {i}" + (f" ({e.get('id')})" if isinstance(e, Mapping) and e.get("id") else "")
         if not isinstance(e, Mapping) or "label" not in e:
-            raise InputError(f"{name} has no 'label'; accepted: {{'image': path, 'label': path}} "
-                             "(or {'label': path} with kind dr)")
+            raise InputError(
+                f"{name} has no 'label'; accepted: {{'image': path, 'label': path}} "
+                "(or {'label': path} with kind dr)"
+            )
         keys = ["image", "label"] if need_image or "image" in e else ["label"]
         for k in keys:
             if k not in e:
@@ -88,8 +94,16 @@ def check_items(items: Sequence, what: str, need_image: bool = True) -> None:
             check_readable(str(e[k]), f"{name}: {k} file")
 
 
-def check_training(train_items: Sequence, val_items: Sequence, ckpt_dir: str | Path, output_dir: str | Path,
-                   resume: bool, overwrite: bool = False, network=None, init_weights: str | Path = "") -> str:
+def check_training(
+    train_items: Sequence,
+    val_items: Sequence,
+    ckpt_dir: str | Path,
+    output_dir: str | Path,
+    resume: bool,
+    overwrite: bool = False,
+    network=None,
+    init_weights: str | Path = "",
+) -> str:
     """Validate the training run before it starts; returns the checkpoint it will resume from ('' if none).
 
     An earlier run's results are never silently replaced: resume it (`resume: true`), or pass
@@ -111,8 +125,10 @@ def check_training(train_items: Sequence, val_items: Sequence, ckpt_dir: str | P
         return latest
     earlier = [p for p in (Path(latest) if latest else None, Path(output_dir) / "model_final.pt") if p and p.is_file()]
     if earlier and not overwrite:
-        raise InputError(f"output_dir {str(output_dir)!r} already holds results of an earlier run ({earlier[0].name}); "
-                         "accepted: resume=true to continue it, overwrite=true to start over, or a new output_dir")
+        raise InputError(
+            f"output_dir {str(output_dir)!r} already holds results of an earlier run ({earlier[0].name}); "
+            "accepted: resume=true to continue it, overwrite=true to start over, or a new output_dir"
+        )
     if earlier:
         for p in Path(ckpt_dir).glob("*checkpoint_*.pt"):
             if _ITER.search(p.name):
@@ -135,13 +151,16 @@ def check_evaluation(items: Sequence, ckpt_path: str | Path, output_dir: str | P
     if not overwrite and out.is_dir():
         clash = [f for f in EVAL_TABLES if (out / f).exists()] + sorted(p.name for p in out.glob("*_raw.csv"))
         if clash:
-            raise InputError(f"output_dir {str(out)!r} already holds {clash[0]!r}; accepted: a new output_dir, "
-                             "or --overwrite true")
+            raise InputError(
+                f"output_dir {str(out)!r} already holds {clash[0]!r}; accepted: a new output_dir, "
+                "or --overwrite true"
+            )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"output_dir {str(out)!r} cannot be created ({exc.strerror}); "
-                         "accepted: a writable folder") from None
+        raise InputError(
+            f"output_dir {str(out)!r} cannot be created ({exc.strerror}); " "accepted: a writable folder"
+        ) from None
     staging = out / ".metrics.part"
     shutil.rmtree(staging, ignore_errors=True)
     return staging
@@ -174,11 +193,20 @@ def finish_evaluation(output_dir: str | Path, spacing_mm: float = 1.0, include_b
         table[metric] = {}
         for cls, vals in _read_summary(summ).items():
             key = "mean_over_labels" if cls == "mean" else LABELS[int(cls[5:]) + offset].key
-            table[metric][key] = {"mean": vals["mean"] * scale, "std": vals["std"] * scale,
-                                  "n_images": int(round(vals["notnans"]))}
-    save_json(out / "metrics_per_label.json", {"per_label": table, "note": "mean/std over test images; a label "
-                                               "counts only on images where it is present; hd95_mm = HD95 in "
-                                               "voxels of the profile grid x its spacing (raw CSVs: voxels)"})
+            table[metric][key] = {
+                "mean": vals["mean"] * scale,
+                "std": vals["std"] * scale,
+                "n_images": int(round(vals["notnans"])),
+            }
+    save_json(
+        out / "metrics_per_label.json",
+        {
+            "per_label": table,
+            "note": "mean/std over test images; a label "
+            "counts only on images where it is present; hd95_mm = HD95 in "
+            "voxels of the profile grid x its spacing (raw CSVs: voxels)",
+        },
+    )
     metrics = list(table)
     keys = [lab.key for lab in LABELS[offset:]] + ["mean_over_labels"]
 
@@ -208,8 +236,9 @@ class ValidationCurve:
     iteration and time), so the docs can show where training flattened. Reads the per-image, per-label scores
     MONAI's MeanDice handler keeps (`save_details`); MONAI's stats handlers log only the scalar mean."""
 
-    def __init__(self, path: str | Path, trainer=None, metric_name: str = "val_mean_dice",
-                 include_background: bool = False) -> None:
+    def __init__(
+        self, path: str | Path, trainer=None, metric_name: str = "val_mean_dice", include_background: bool = False
+    ) -> None:
         self.path, self.trainer, self.metric_name = Path(path), trainer, metric_name
         self.offset = 0 if include_background else 1
 
@@ -229,12 +258,18 @@ class ValidationCurve:
         scores = torch.as_tensor(details, dtype=torch.float32).reshape(-1, details.shape[-1])
         present = ~torch.isnan(scores)
         means = torch.where(present, scores, torch.zeros_like(scores)).sum(0) / present.sum(0).clamp(min=1)
-        per_label = {LABELS[i + self.offset].key: (round(float(m), 4) if bool(present[:, i].any()) else None)
-                     for i, m in enumerate(means)}
+        per_label = {
+            LABELS[i + self.offset].key: (round(float(m), 4) if bool(present[:, i].any()) else None)
+            for i, m in enumerate(means)
+        }
         state = self.trainer.state if self.trainer is not None else evaluator.state
-        record = {"iteration": int(state.iteration), "epoch": int(state.epoch), "time": round(time.time(), 1),
-                  "mean_dice": round(float(evaluator.state.metrics.get(self.metric_name, float("nan"))), 4),
-                  "dice": per_label}
+        record = {
+            "iteration": int(state.iteration),
+            "epoch": int(state.epoch),
+            "time": round(time.time(), 1),
+            "mean_dice": round(float(evaluator.state.metrics.get(self.metric_name, float("nan"))), 4),
+            "dice": per_label,
+        }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
@@ -275,8 +310,10 @@ class PublishModel:
 
         log = logging.getLogger(__name__)
         if trainer.state.epoch < (trainer.state.max_epochs or 0):
-            log.info(f"training stopped at epoch {trainer.state.epoch}/{trainer.state.max_epochs}: "
-                     f"{self.path} not updated (resume to finish)")
+            log.info(
+                f"training stopped at epoch {trainer.state.epoch}/{trainer.state.max_epochs}: "
+                f"{self.path} not updated (resume to finish)"
+            )
             return
         if idist.get_rank() != 0:
             return

@@ -36,9 +36,17 @@ class RandLabelToIntensityd(RandomizableTransform, MapTransform):
     (skull-stripped data), else gets a random level like any other label.
     """
 
-    def __init__(self, label_key: str = "label", image_key: str = "image", mean_range: Sequence[float] = (0.0, 1.0),
-                 std_range: Sequence[float] = (0.0, 0.08), background_zero_prob: float = 0.8,
-                 num_labels: int = NUM_LABELS, always: bool = False, prob: float = 1.0) -> None:
+    def __init__(
+        self,
+        label_key: str = "label",
+        image_key: str = "image",
+        mean_range: Sequence[float] = (0.0, 1.0),
+        std_range: Sequence[float] = (0.0, 0.08),
+        background_zero_prob: float = 0.8,
+        num_labels: int = NUM_LABELS,
+        always: bool = False,
+        prob: float = 1.0,
+    ) -> None:
         MapTransform.__init__(self, [label_key], allow_missing_keys=False)
         RandomizableTransform.__init__(self, prob)
         self.label_key, self.image_key = label_key, image_key
@@ -76,8 +84,13 @@ class SaveSegmentationd(MapTransform):
     """Write `<output_dir>/<name>_seg.nii.gz` (uint8 labels on the grid of `pred`'s affine) and
     `<name>_volumes.json` atomically. `pred` must be the inverted (input-grid) argmax; `name_key` names it."""
 
-    def __init__(self, keys: KeysCollection = "pred", output_dir: str | Path = ".", name_key: str = "name",
-                 image_key: str = "image") -> None:
+    def __init__(
+        self,
+        keys: KeysCollection = "pred",
+        output_dir: str | Path = ".",
+        name_key: str = "name",
+        image_key: str = "image",
+    ) -> None:
         super().__init__(keys)
         self.output_dir, self.name_key, self.image_key = Path(output_dir), name_key, image_key
 
@@ -104,17 +117,29 @@ class SaveSegmentationd(MapTransform):
             outputs = [self.output_dir / f"{name}_seg.nii.gz", self.output_dir / f"{name}_volumes.json"]
             try:
                 _atomic_write(outputs[0], lambda tmp: nib.save(img, tmp))
-                save_json(outputs[1], {"id": name, "unit": "mL", "voxel_ml": vox_ml, "volumes_ml": vols,
-                                       "brain_ml": round(sum(v for k, v in vols.items() if k != "background"), 4),
-                                       "labels": {lab.key: lab.code for lab in LABELS},
-                                       "shape": list(labels.shape), "affine": affine.tolist()})
+                save_json(
+                    outputs[1],
+                    {
+                        "id": name,
+                        "unit": "mL",
+                        "voxel_ml": vox_ml,
+                        "volumes_ml": vols,
+                        "brain_ml": round(sum(v for k, v in vols.items() if k != "background"), 4),
+                        "labels": {lab.key: lab.code for lab in LABELS},
+                        "shape": list(labels.shape),
+                        "affine": affine.tolist(),
+                    },
+                )
             except OSError as exc:  # disk full, quota: an image's results are both written or neither
                 for path in outputs:
                     path.unlink(missing_ok=True)
                 # inside the evaluator's loop, so the one-line error is given here (an exception would reach the
                 # user as Ignite's traceback)
-                print(f"error: cannot write {name}'s results into {str(self.output_dir)!r} "
-                      f"({exc.strerror or exc}); nothing of {name} was kept; accepted: a folder with free space",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"error: cannot write {name}'s results into {str(self.output_dir)!r} "
+                    f"({exc.strerror or exc}); nothing of {name} was kept; accepted: a folder with free space",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 raise SystemExit(2) from None
         return d
