@@ -34,7 +34,7 @@ def safe_id(name: str, source: str = "") -> str:
     return name
 
 
-def _atomic_write(path: Path, write) -> Path:
+def atomic_write(path: Path, write) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes)
@@ -69,7 +69,7 @@ def save_nifti(
     img.header.set_qform(affine, code=4)  # 4 = MNI152
     img.header.set_sform(affine, code=4)
     img.header.set_xyzt_units("mm")
-    return _atomic_write(Path(path), lambda tmp: nib.save(img, tmp))
+    return atomic_write(Path(path), lambda tmp: nib.save(img, tmp))
 
 
 # the largest volume any command reads (voxels x channels), checked from the header before any data is read:
@@ -177,7 +177,7 @@ def save_json(path: str | Path, obj: Any) -> Path:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text + "\n")
 
-    return _atomic_write(Path(path), write)
+    return atomic_write(Path(path), write)
 
 
 def _json_default(o: Any):

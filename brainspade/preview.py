@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import _atomic_write
+from .io import atomic_write
 from .labels import LABELS, NUM_LABELS
 
 # one colour per label code (background transparent)
@@ -111,6 +111,6 @@ def _save_figure(fig, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     try:
-        return _atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
+        return atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
     finally:
         plt.close(fig)

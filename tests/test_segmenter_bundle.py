@@ -188,7 +188,7 @@ def test_publish_skipped_when_training_stops_early(tiny_phantoms, tmp_path):
 def test_multi_gpu_config_layers_over_train():
     p = ConfigParser()
     p.read_config([TRAIN, str(Path(TRAIN).parent / "multi_gpu_train.yaml")])
-    assert "DistributedDataParallel" in p["network"]
+    assert p["network"] == "$brainspade.distributed.ddp(@network_def, @device)"  # tests/test_foundation_distributed.py
     assert p["train"]["dataloader"]["sampler"] == "@train#sampler"
     assert p["train"]["sampler"]["_target_"] == "DistributedSampler"
 

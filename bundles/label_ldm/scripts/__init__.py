@@ -15,12 +15,10 @@ from .training import (
     DiffusionPreview,
     ImageLogHandler,
     LatentMeta,
-    TimeLimitHandler,
     attach_handlers,
     encode_datalist,
     export_autoencoder,
     export_diffusion,
-    is_rank0,
     loss_terms,
 )
 from .volume_matching import match_lesion_volumes
@@ -43,10 +41,8 @@ __all__ = [
     "DiffusionPreview",
     "ImageLogHandler",
     "LatentMeta",
-    "TimeLimitHandler",
     "attach_handlers",
     "encode_datalist",
-    "is_rank0",
     "export_autoencoder",
     "export_diffusion",
     "loss_terms",

@@ -144,6 +144,45 @@ def evaluation_requests(sampler, items: list[dict], voxel_mm3: float, n: int) ->
     return [reqs[i % len(reqs)] for i in range(n)] if reqs else [dict.fromkeys(CONDITION_KEYS)] * n
 
 
+# what each sample's record keeps in the evaluation JSON
+SAMPLE_FIELDS = (
+    "id",
+    "seed",
+    "requested",
+    "achieved",
+    "sampled_achieved",
+    "raw_achieved",
+    "volume_matching",
+    "retries",
+    "verified",
+)
+
+
+def sampling_summary(samples: list[dict], seconds: float) -> dict:
+    """The sampler's settings and its cost, verification rate and retries over `samples`."""
+    return {
+        "sampler": samples[0]["sampler"],
+        "steps": samples[0]["steps"],
+        "guidance_scale": samples[0]["guidance_scale"],
+        "num_samples": len(samples),
+        "mean_time_s": round(seconds / len(samples), 3),
+        "verified_rate": round(float(np.mean([s["verified"] for s in samples])), 4),
+        "mean_retries": round(float(np.mean([s["retries"] for s in samples])), 3),
+    }
+
+
+def print_summary(result: dict) -> None:
+    print("reconstruction Dice:", result["reconstruction_dice"])
+    for k, m in result["conditioning"].items():
+        print(f"{k}: {m}")
+    print("volume Wasserstein (mL):", result["volume_wasserstein_ml"])
+    print(
+        "lesion components (median, generated vs training):",
+        {k: (v["generated"], v["training"]) for k, v in result["lesion_components"].items()},
+    )
+    print("diversity:", result["diversity"], "| sampling:", result["sampling"])
+
+
 def evaluate(
     sampler,
     autoencoder,
@@ -180,41 +219,14 @@ def evaluate(
     result["volume_wasserstein_ml"] = volume_wasserstein(samples, train_labels, prof.voxel_mm3)
     result["lesion_components"] = lesion_components(samples, train_labels)
     result["diversity"] = ms_ssim_diversity(samples)
-    result["sampling"] = {
-        "sampler": samples[0]["sampler"],
-        "steps": samples[0]["steps"],
-        "guidance_scale": samples[0]["guidance_scale"],
-        "num_samples": len(samples),
-        "mean_time_s": round((t2 - t1) / len(samples), 3),
-        "verified_rate": round(float(np.mean([s["verified"] for s in samples])), 4),
-        "mean_retries": round(float(np.mean([s["retries"] for s in samples])), 3),
-    }
-    keep = (
-        "id",
-        "seed",
-        "requested",
-        "achieved",
-        "sampled_achieved",
-        "raw_achieved",
-        "volume_matching",
-        "retries",
-        "verified",
-    )
-    result["samples"] = [{k: s[k] for k in keep if k in s} for s in samples]
+    result["sampling"] = sampling_summary(samples, t2 - t1)
+    result["samples"] = [{k: s[k] for k in SAMPLE_FIELDS if k in s} for s in samples]
     result["time_s"] = {
         "reconstruction": round(t1 - t0, 1),
         "sampling": round(t2 - t1, 1),
         "total": round(time.perf_counter() - t0, 1),
     }
     save_json(out_path, result)
-    print("reconstruction Dice:", result["reconstruction_dice"])
-    for k, m in result["conditioning"].items():
-        print(f"{k}: {m}")
-    print("volume Wasserstein (mL):", result["volume_wasserstein_ml"])
-    print(
-        "lesion components (median, generated vs training):",
-        {k: (v["generated"], v["training"]) for k, v in result["lesion_components"].items()},
-    )
-    print("diversity:", result["diversity"], "| sampling:", result["sampling"])
+    print_summary(result)
     print(f"saved {out_path}")
     return result

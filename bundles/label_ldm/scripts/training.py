@@ -22,7 +22,9 @@ import torch
 import torch.nn.functional as F
 from ignite.engine import Engine, Events
 
+from brainspade.distributed import is_rank0
 from brainspade.errors import InputError
+from brainspade.handlers import TimeLimitHandler
 from brainspade.io import load_nifti
 from brainspade.labels import CONDITION_KEYS
 
@@ -32,14 +34,6 @@ from .data import pv_condition_ml
 
 def _unwrap(net: torch.nn.Module) -> torch.nn.Module:
     return net.module if hasattr(net, "module") else net
-
-
-def _is_rank0() -> bool:
-    """True in a single process and on rank 0 of torchrun (where checkpoints, logs and exports are written)."""
-    return (
-        not (torch.distributed.is_available() and torch.distributed.is_initialized())
-        or torch.distributed.get_rank() == 0
-    )
 
 
 def kl_loss(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:
@@ -144,29 +138,6 @@ def loss_terms(output: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in output.items() if isinstance(v, (int, float))}
 
 
-class TimeLimitHandler:
-    """Stop training cleanly after `limit_s` seconds of this run (final checkpoint still written).
-
-    Ignite's own `TimeLimit` has no `attach`, which MONAI's handler lists require.
-    """
-
-    def __init__(self, limit_s: float | None) -> None:
-        self.limit_s = None if limit_s in (None, 0) else float(limit_s)
-        self.start = time.monotonic()
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.STARTED, self._started)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
-
-    def _started(self, engine: Engine) -> None:
-        self.start = time.monotonic()
-
-    def __call__(self, engine: Engine) -> None:
-        if self.limit_s is not None and time.monotonic() - self.start > self.limit_s:
-            engine.logger.info(f"time limit {self.limit_s:.0f} s reached at iteration {engine.state.iteration}")
-            engine.terminate()
-
-
 def _argmax_slice(pv: torch.Tensor) -> np.ndarray:
     """Mid-axial slice of a (10, X, Y, Z) PV map as a [0,1] image of label codes."""
     lab = pv.argmax(0)
@@ -188,7 +159,7 @@ class ImageLogHandler:
         self.writer = None
 
     def attach(self, engine: Engine) -> None:
-        if _is_rank0():
+        if is_rank0():
             engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self)
 
     def __call__(self, engine: Engine) -> None:
@@ -217,7 +188,7 @@ def attach_handlers(trainer: Engine, handlers: list) -> None:
     for h in handlers:
         if h is None:
             continue
-        if _is_rank0() or isinstance(h, (CheckpointLoader, TimeLimitHandler)):
+        if is_rank0() or isinstance(h, (CheckpointLoader, TimeLimitHandler)):
             h.attach(trainer)
 
 
@@ -357,7 +328,7 @@ def encode_datalist(
 
 def export_autoencoder(network: torch.nn.Module, path: str, version: str = "", profile: str = "") -> str | None:
     """Write the shipped autoencoder file: a plain dict of tensors and strings (weights_only loadable)."""
-    if not _is_rank0():
+    if not is_rank0():
         return None
     state = {k: v.detach().cpu().clone() for k, v in _unwrap(network).state_dict().items()}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -372,7 +343,7 @@ def export_diffusion(
     network: torch.nn.Module, meta: LatentMeta, path: str, version: str = "", prediction_type: str = ""
 ) -> str | None:
     """Write the shipped diffusion file: UNet weights + scale factor + conditioning normalisation/ranges."""
-    if not _is_rank0():
+    if not is_rank0():
         return None
     state = {k: v.detach().cpu().clone() for k, v in _unwrap(network).state_dict().items()}
     out = {"diffusion": state, **meta.state_dict(), "version": str(version), "prediction_type": str(prediction_type)}
@@ -433,6 +404,3 @@ class DiffusionPreview:
         net.train()
         pv = torch.softmax(out[0].float(), 0).cpu()
         return pv, lesion_volumes_ml(pv.numpy(), get_profile(self.meta.profile).voxel_mm3)
-
-
-is_rank0 = _is_rank0

@@ -24,7 +24,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, RandomizableTransform
 
-from brainspade.io import _atomic_write, safe_id, save_json
+from brainspade.io import atomic_write, safe_id, save_json
 from brainspade.labels import LABELS, NUM_LABELS
 
 
@@ -116,7 +116,7 @@ class SaveSegmentationd(MapTransform):
             vols = {lab.key: round(float(counts[lab.code]) * vox_ml, 4) for lab in LABELS}
             outputs = [self.output_dir / f"{name}_seg.nii.gz", self.output_dir / f"{name}_volumes.json"]
             try:
-                _atomic_write(outputs[0], lambda tmp: nib.save(img, tmp))
+                atomic_write(outputs[0], lambda tmp: nib.save(img, tmp))
                 save_json(
                     outputs[1],
                     {

@@ -1,0 +1,38 @@
+"""torchrun plumbing shared by the bundles' multi_gpu_train configs: one process group (NCCL on GPUs, gloo on
+CPUs, so the same config trains with several CPU processes in the tests), one device per rank, the network
+wrapped in DistributedDataParallel, and which rank writes files."""
+
+from __future__ import annotations
+
+import torch
+
+
+def init_process_group() -> None:
+    """Join torchrun's process group once (NCCL with CUDA, gloo otherwise) and bind this rank's GPU."""
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    if torch.cuda.is_available():
+        torch.cuda.set_device(rank_device())
+
+
+def rank_device() -> torch.device:
+    """This rank's GPU, or the CPU."""
+    return torch.device(f"cuda:{torch.distributed.get_rank()}" if torch.cuda.is_available() else "cpu")
+
+
+def ddp(network: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """`network` on `device`, wrapped for data-parallel training (device_ids only for a GPU)."""
+    ids = [device] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(network.to(device), device_ids=ids)
+
+
+def is_rank0() -> bool:
+    """True outside torchrun and on rank 0: the one process that logs, checkpoints and exports."""
+    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
+        torch.distributed.get_rank() == 0
+    )
+
+
+def destroy_process_group() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
