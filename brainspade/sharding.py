@@ -2,20 +2,25 @@
 
 A sample's seed depends only on (base seed, sample index), never on the shard count, so 1 or 16
 processes produce the same samples. A sample counts as done once its sidecar JSON exists (written
-last, atomically), so a killed run resumes without duplicating or keeping half-written samples.
+last, atomically), so a killed run resumes without duplicating or keeping half-written samples; a finished
+sample made with other settings is refused rather than mixed into the dataset.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from .cli import parse_int
+from .contrasts import CONTRASTS
 from .errors import InputError
 from .io import save_json
 
@@ -34,6 +39,74 @@ def shard_indices(num_samples: int, num_shards: int, shard: int, first_index: in
     if not 0 <= shard < num_shards:
         raise ValueError(f"shard {shard} outside 0..{num_shards - 1}")
     return [first_index + i for i in range(shard, num_samples, num_shards)]
+
+
+def resolve_shard(shard: Any = None, num_shards: Any = None) -> tuple[int, int]:
+    """(shard, num_shards) from the options, else from torchrun's RANK/WORLD_SIZE, else (0, 1)."""
+    if shard is None and num_shards is None:
+        shard, num_shards = os.environ.get("RANK", 0), os.environ.get("WORLD_SIZE", 1)
+        where = "RANK/WORLD_SIZE"
+    else:
+        shard, num_shards = (0 if shard is None else shard), (1 if num_shards is None else num_shards)
+        where = "--shard/--num_shards"
+    n = parse_int(num_shards, "num_shards", 1, 4096)
+    try:
+        i = parse_int(shard, "shard", 0, n - 1)
+    except InputError:
+        raise InputError(
+            f"shard={shard!r} is not accepted for num_shards={n} ({where}); accepted: 0..{n - 1}"
+        ) from None
+    return i, n
+
+
+def sample_files(sid: str, contrasts: list[str], preview: bool) -> list[str]:
+    """A sample's files; its sidecar JSON comes last (written last: it marks the sample complete)."""
+    return (
+        [f"{sid}_{c}.nii.gz" for c in contrasts]
+        + [f"{sid}_label.nii.gz"]
+        + ([f"{sid}.png"] if preview else [])
+        + [f"{sid}.json"]
+    )
+
+
+def remove_sample(output_dir: str | Path, sid: str) -> None:
+    """Delete every file of sample `sid` (its sidecar first, so a kill mid-way leaves it unfinished, not mixed)."""
+    out = Path(output_dir)
+    (out / f"{sid}.json").unlink(missing_ok=True)
+    for name in sample_files(sid, list(CONTRASTS), True):
+        (out / name).unlink(missing_ok=True)
+
+
+def file_sha256(path: str | Path) -> str:
+    """Digest of a file (the generator's weights), recorded in every sidecar so resume refuses other weights."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def jsonable(obj: Any) -> Any:
+    """`obj` as it reads back from a sidecar (tuples become lists, keys strings), so resume compares like with like."""
+    return json.loads(json.dumps(obj, default=str))
+
+
+def check_inputs_not_outputs(out: Path, inputs: list[str], names: Callable[[], Iterable[str]]) -> None:
+    """Refuse a run whose outputs would replace one of its own inputs (an input is never an output).
+
+    `names` gives the run's output file names; it is only asked for when an input lies in `out` itself (a
+    million-sample run does not list its names to check a label file kept elsewhere)."""
+    inside = [p for p in inputs if Path(p).resolve().parent == out.resolve()]
+    if not inside:
+        return
+    planned = set(names())
+    for path in inside:
+        name = Path(path).resolve().name
+        if name in planned:
+            raise InputError(
+                f"input {str(path)!r} would be overwritten by this run's output {name!r}; accepted: "
+                "an input outside output_dir or under another name (e.g. --output_dir elsewhere)"
+            )
 
 
 def read_sidecar(path: str | Path) -> dict | None:
@@ -78,6 +151,31 @@ def clear_stale_parts(output_dir: str | Path, sids: Iterable[str]) -> list[str]:
     return removed
 
 
+def complete_sample(out: Path, sid: str, contrasts: list[str], preview: bool, expect: dict) -> bool:
+    """True when `sid` was finished by an earlier run with the same settings (resume skips it).
+
+    A sample without a readable sidecar is unfinished (a killed run) and is made again. A finished one
+    made with other settings (seed, profile, label source, missing contrasts) is refused rather than
+    mixed into this dataset.
+    """
+    side = read_sidecar(out / f"{sid}.json")
+    if side is None:  # missing, unreadable, or not a JSON object: unfinished
+        return False
+    for key, val in expect.items():
+        if side.get(key) != val:
+            raise InputError(
+                f"output_dir {str(out)!r} already holds {sid} made with {key}={side.get(key)!r}, not "
+                f"{val!r}; accepted: the same settings to resume, a new folder, or --overwrite true"
+            )
+    missing = [c for c in contrasts if c not in (side.get("contrast") or [])]
+    if missing:
+        raise InputError(
+            f"output_dir {str(out)!r} already holds {sid} without contrast {missing[0]!r}; accepted: the "
+            "same --contrast to resume, a new folder, or --overwrite true"
+        )
+    return sidecar_files_exist(out, side) and all((out / f).is_file() for f in sample_files(sid, contrasts, preview))
+
+
 def pending(output_dir: str | Path, indices: Sequence[int]) -> list[int]:
     done = completed(output_dir, indices)
     return [i for i in indices if i not in done]
@@ -102,6 +200,22 @@ def write_datalist(output_dir: str | Path, key: str = "training") -> Path:
         entry["synthetic"] = True
         entries.append(entry)
     return save_json(out / "datalist.json", {key: entries})
+
+
+def merge_datalist(output_dir: Any, num_samples: Any = 1, first_index: Any = 0) -> Path:
+    """Write `<output_dir>/datalist.json` once every sample first_index..first_index+num_samples-1 is complete."""
+    out = Path(str(output_dir))
+    n = parse_int(num_samples, "num_samples", 1, 10_000_000)
+    first = parse_int(first_index, "first_index", 0, 10**9)
+    todo = pending(out, list(range(first, first + n)))
+    if todo:
+        raise InputError(
+            f"output_dir {str(out)!r} lacks {len(todo)} of {n} samples (first missing: {sample_id(todo[0])}); "
+            "accepted: --merge once every shard has finished (rerun the missing shards, they resume)"
+        )
+    path = write_datalist(out)
+    print(f"datalist of {n} sample(s): {path}", flush=True)
+    return path
 
 
 class SampleLocks:

@@ -1,12 +1,12 @@
 """brainspade3d bundle code: the contrast-conditioned SPADE generator, the GAN training iteration,
-training pairs, the chained inference workflow and the evaluation.
+training pairs, running the trained generator, the user's grid, the chained inference workflow and the evaluation.
 
 Imported from configs with `brainspade.bundle.import_scripts(@bundle_root, 'brainspade3d_scripts')`.
 """
 
 from brainspade.bundle import bundle_version
 
-from . import data, evaluate, inference, montage, networks, training
+from . import data, evaluate, generation, grid, inference, montage, networks, training
 from .data import contrast_pairs
 from .networks import ContrastSPADENet
 from .training import SPADEGANStep, resume_handlers
@@ -14,6 +14,8 @@ from .training import SPADEGANStep, resume_handlers
 __all__ = [
     "data",
     "evaluate",
+    "generation",
+    "grid",
     "inference",
     "montage",
     "networks",

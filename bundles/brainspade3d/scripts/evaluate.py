@@ -27,7 +27,7 @@ from brainspade.io import prepare_output_dir, save_json
 from brainspade.labels import LABELS, NUM_LABELS, pv_to_int
 
 from .data import contrast_pairs
-from .inference import load_generator
+from .generation import load_generator
 
 
 def _mean(values: list[float]) -> float | None:
@@ -60,15 +60,20 @@ def dice_per_label(pred: np.ndarray, target: np.ndarray) -> float:
 
 
 def segmenter_from_bundle(
-    segmenter_root: str, ckpt_path: str, profile: str, device, overrides: dict | None = None
-) -> Callable[[np.ndarray], np.ndarray]:
-    """(X, Y, Z) image on the profile grid -> integer labels, with the segmenter bundle's network and weights.
+    segmenter_root: str, ckpt_path: str | None, profile: str, device, overrides: dict | None = None
+) -> Callable[[np.ndarray], np.ndarray] | None:
+    """(X, Y, Z) image on the profile grid -> integer labels, with the segmenter bundle's network and weights;
+    None without `ckpt_path` (no label fidelity measured).
 
     The network comes from the segmenter's own inference.yaml (`network_def`), the weights from `ckpt_path`
-    (weights_only=True); intensities are z-scored inside the brain as its preprocessing does.
+    (weights_only=True); intensities are z-scored inside the brain as its preprocessing does. evaluate.yaml
+    hands it over uncalled (`_mode_: callable`), so the segmenter is only built once the options are checked.
     """
     from monai.bundle import ConfigParser
     from monai.transforms import NormalizeIntensity
+
+    if not ckpt_path:
+        return None
 
     cfg = Path(segmenter_root) / "configs" / "inference.yaml"
     if not cfg.is_file():
@@ -107,6 +112,55 @@ def segmenter_from_bundle(
 
 
 @torch.no_grad()
+def score_pair(network, item: dict, pair: dict, device, seed: int, seg) -> tuple[dict[str, float], dict[str, float]]:
+    """One held-out (label map, image) pair: its metrics (SSIM/PSNR for the encoded and a sampled style, the
+    segmenter's Dice with `seg`) and its per-tissue distances (sampled style)."""
+    from monai.metrics import PSNRMetric, SSIMMetric
+
+    pv = torch.as_tensor(item["pv"]).float()[None].to(device)
+    real = torch.as_tensor(item["image"]).float()[None].to(device)
+    c = torch.tensor([pair["contrast"]], device=device)
+    mu, _ = network.encode(real)
+    fake_enc = network.decode(pv, c, mu)
+    g = torch.Generator().manual_seed(seed)
+    fake_smp = network.decode(pv, c, network.sample_z(1, generator=g).to(device))
+    data_range = float(real.max().clamp_min(1e-6))
+    scores = {}
+    for tag, fake in (("encoded", fake_enc), ("sampled", fake_smp)):
+        fake = fake.float().clamp(0, data_range)
+        scores[f"ssim_{tag}"] = float(SSIMMetric(spatial_dims=3, data_range=data_range)(fake, real).mean())
+        scores[f"psnr_{tag}"] = float(PSNRMetric(max_val=data_range)(fake, real).mean())
+    labels = pv_to_int(item["pv"].cpu().numpy() if torch.is_tensor(item["pv"]) else np.asarray(item["pv"]))
+    real_np, fake_np = real[0, 0].cpu().numpy(), fake_smp[0, 0].float().cpu().numpy()
+    if seg is not None:
+        scores["dice_real"] = dice_per_label(seg(real_np), labels)
+        scores["dice_synthetic"] = dice_per_label(seg(fake_np), labels)
+    return scores, tissue_distances(real_np, fake_np, labels)
+
+
+def summarise(per: dict, tissue: dict) -> dict:
+    """Per contrast: the mean of each metric over its pairs, and of each tissue's distance."""
+    return {
+        name: {
+            **{m: _mean(v) for m, v in per[name].items()},
+            "tissue_wasserstein": {k: _mean(v) for k, v in tissue[name].items()},
+            "tissue_wasserstein_mean": _mean([_mean(v) for v in tissue[name].values()]),
+            "num_pairs": len(per[name]["ssim_encoded"]),
+        }
+        for name in per
+    }
+
+
+def print_table(results: dict, with_dice: bool) -> None:
+    cols = ["ssim_encoded", "psnr_encoded", "ssim_sampled", "psnr_sampled", "tissue_wasserstein_mean"] + (
+        ["dice_real", "dice_synthetic"] if with_dice else []
+    )
+    print("contrast  " + "  ".join(cols), flush=True)
+    for name, r in results.items():
+        print(f"{name:8s}  " + "  ".join(f"{r.get(col)}" for col in cols), flush=True)
+
+
+@torch.no_grad()
 def evaluate(
     network: torch.nn.Module,
     ckpt_path: str,
@@ -123,8 +177,6 @@ def evaluate(
     model_version: str = "",
 ) -> dict:
     """Metrics per contrast over the held-out pairs of `datalist[key]`; writes `<output_dir>/metrics.json`."""
-    from monai.metrics import PSNRMetric, SSIMMetric
-
     t0 = time.perf_counter()
     n_max = parse_int(max_pairs, "max_pairs", 0, 10**6)
     base_seed = parse_int(seed, "seed", 0, 2**31 - 1)
@@ -141,36 +193,13 @@ def evaluate(
     per = defaultdict(lambda: defaultdict(list))
     tissue = defaultdict(lambda: defaultdict(list))
     for i, pair in enumerate(pairs):
-        item = preprocessing(dict(pair))
-        pv = torch.as_tensor(item["pv"]).float()[None].to(device)
-        real = torch.as_tensor(item["image"]).float()[None].to(device)
-        c = torch.tensor([pair["contrast"]], device=device)
-        mu, _ = network.encode(real)
-        fake_enc = network.decode(pv, c, mu)
-        g = torch.Generator().manual_seed(int(np.random.SeedSequence([base_seed, i]).generate_state(1)[0]))
-        fake_smp = network.decode(pv, c, network.sample_z(1, generator=g).to(device))
-        data_range = float(real.max().clamp_min(1e-6))
-        name = pair["contrast_name"]
-        for tag, fake in (("encoded", fake_enc), ("sampled", fake_smp)):
-            fake = fake.float().clamp(0, data_range)
-            per[name][f"ssim_{tag}"].append(float(SSIMMetric(spatial_dims=3, data_range=data_range)(fake, real).mean()))
-            per[name][f"psnr_{tag}"].append(float(PSNRMetric(max_val=data_range)(fake, real).mean()))
-        labels = pv_to_int(item["pv"].cpu().numpy() if torch.is_tensor(item["pv"]) else np.asarray(item["pv"]))
-        real_np, fake_np = real[0, 0].cpu().numpy(), fake_smp[0, 0].float().cpu().numpy()
-        for k, v in tissue_distances(real_np, fake_np, labels).items():
-            tissue[name][k].append(v)
-        if seg is not None:
-            per[name]["dice_real"].append(dice_per_label(seg(real_np), labels))
-            per[name]["dice_synthetic"].append(dice_per_label(seg(fake_np), labels))
-    results = {
-        name: {
-            **{m: _mean(v) for m, v in per[name].items()},
-            "tissue_wasserstein": {k: _mean(v) for k, v in tissue[name].items()},
-            "tissue_wasserstein_mean": _mean([_mean(v) for v in tissue[name].values()]),
-            "num_pairs": len(per[name]["ssim_encoded"]),
-        }
-        for name in per
-    }
+        pair_seed = int(np.random.SeedSequence([base_seed, i]).generate_state(1)[0])
+        scores, distances = score_pair(network, preprocessing(dict(pair)), pair, device, pair_seed, seg)
+        for m, v in scores.items():
+            per[pair["contrast_name"]][m].append(v)
+        for k, v in distances.items():
+            tissue[pair["contrast_name"]][k].append(v)
+    results = summarise(per, tissue)
     report = {
         "datalist": str(Path(datalist).resolve()),
         "key": key,
@@ -182,11 +211,6 @@ def evaluate(
         "time_s": round(time.perf_counter() - t0, 2),
     }
     save_json(out / "metrics.json", report)
-    cols = ["ssim_encoded", "psnr_encoded", "ssim_sampled", "psnr_sampled", "tissue_wasserstein_mean"] + (
-        ["dice_real", "dice_synthetic"] if seg is not None else []
-    )
-    print("contrast  " + "  ".join(cols), flush=True)
-    for name, r in results.items():
-        print(f"{name:8s}  " + "  ".join(f"{r.get(col)}" for col in cols), flush=True)
+    print_table(results, seg is not None)
     print(f"metrics: {out / 'metrics.json'}", flush=True)
     return report

@@ -24,7 +24,7 @@ from brainspade.preview import save_montage
 from brainspade.profiles import get_profile
 from brainspade.sharding import sample_seed
 
-from .inference import STYLE_STREAM, generate_images, load_generator
+from .generation import generate_images, load_generator, sampled_style
 
 # pathology -> lesion types present (the rest are set to 0)
 PATHOLOGIES: dict[str, tuple[str, ...]] = {
@@ -80,7 +80,7 @@ def pathology_montage(
         except InputError as exc:
             print(f"{name}: skipped ({exc})", flush=True)
             continue
-        z = network.sample_z(1, generator=torch.Generator().manual_seed(sample_seed(s, STYLE_STREAM)))
+        z, _ = sampled_style(network, s)
         images = generate_images(network, np.asarray(smp["pv"], dtype=np.float32), contrasts, z, device)
         rows.append((name, images, np.asarray(smp["labels"])))
         print(f"{name}: achieved {smp['achieved']}", flush=True)
