@@ -172,6 +172,7 @@ class Synthesiser:
     label_ldm_extra: Any = None
 
     def __call__(self) -> list[str]:
+        """The run as `run:` calls it: bad input ends in one `error:` line and exit status 2, not a traceback."""
         return run_guarded(self.synthesise)
 
     def run(self) -> list[str]:

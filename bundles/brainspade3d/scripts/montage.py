@@ -61,6 +61,10 @@ def pathology_montage(
     path: Any = "montage.png",
     overwrite: Any = False,
 ) -> str:
+    """One row per pathology (label map + every contrast, sampled style) in one PNG at `path`; returns its path.
+
+    Each row has its own seed from (seed, row) and its style code from that seed's style stream, as the main
+    command's samples do, so the montage shows what `inference.yaml` would make."""
     prof = get_profile(profile)
     contrasts = check_contrasts(contrast if contrast else list(CONTRASTS))
     base_seed = parse_int(seed, "seed", 0, 2**31 - 1)
