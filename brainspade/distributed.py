@@ -4,6 +4,8 @@ wrapped in DistributedDataParallel, and which rank writes files."""
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 
@@ -16,8 +18,10 @@ def init_process_group() -> None:
 
 
 def rank_device() -> torch.device:
-    """This rank's GPU, or the CPU."""
-    return torch.device(f"cuda:{torch.distributed.get_rank()}" if torch.cuda.is_available() else "cpu")
+    """This rank's GPU (torchrun's LOCAL_RANK: the rank within this node), or the CPU."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', torch.distributed.get_rank()))}")
 
 
 def ddp(network: torch.nn.Module, device: torch.device) -> torch.nn.Module:

@@ -7,6 +7,7 @@ the voxel occupied by label k, channels summing to 1. The lesion labels and the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +43,11 @@ LESION_CODES: tuple[int, ...] = tuple(lab.code for lab in LABELS if lab.lesion)
 TUMOUR_PARTS: tuple[str, ...] = ("tumour", "oedema", "enhancing")
 # Conditioning ids users type on the command line, in millilitres, in a fixed order.
 CONDITION_KEYS: tuple[str, ...] = tuple(f"{k}_ml" for k in LESIONS)
+
+
+def foreground_keys(exclude: Sequence[str] = ()) -> list[str]:
+    """Keys of every label but background, less `exclude` (e.g. the labels a training set never shows)."""
+    return [lab.key for lab in LABELS[1:] if lab.key not in set(exclude)]
 
 
 def per_label(default: float = 1.0, **by_key: float) -> list[float]:

@@ -145,7 +145,7 @@ def test_clean_lesions_keeps_lesions_inside_the_brain():
     lab[8:10, 8:10, 8:10] = LABEL_CODES["tumour"]  # inside: kept
     lab[0:2, 0:2, 0:2] = LABEL_CODES["enhancing"]  # outside the brain: removed
     lab[12, 12, 12] = LABEL_CODES["wmh"]  # inside, but the user asked for none: removed
-    pv, info = scripts.sampler.clean_lesions(int_to_pv(lab), {"wmh_ml": 0.0, "tumour_ml": 1.0}, 8.0)
+    pv, info = scripts.lesion_cleanup.clean_lesions(int_to_pv(lab), {"wmh_ml": 0.0, "tumour_ml": 1.0}, 8.0)
     assert np.allclose(pv.sum(0), 1)
     assert pv[LABEL_CODES["tumour"]].sum() == 8 and pv[LABEL_CODES["enhancing"]].sum() == 0
     assert pv[LABEL_CODES["wmh"]].sum() == 0 and pv[LABEL_CODES["wm"], 12, 12, 12] == 1
@@ -165,7 +165,7 @@ def test_clean_lesions_returns_small_detached_tumour_specks_to_their_tissue():
     lab[5, 18, 5] = LABEL_CODES["tumour"]  # detached speck, 1 voxel
     lab[18, 5, 5] = LABEL_CODES["wmh"]  # WMH are many spots by nature: kept
     req = {"wmh_ml": 1.0, "tumour_ml": 1.0, "oedema_ml": 1.0, "enhancing_ml": 1.0}
-    pv, info = scripts.sampler.clean_lesions(int_to_pv(lab), req, 8.0)
+    pv, info = scripts.lesion_cleanup.clean_lesions(int_to_pv(lab), req, 8.0)
     out = pv_to_int(pv)
     assert np.allclose(pv.sum(0), 1)
     assert info["removed_tumour_specks_ml"] == 0.072 and info["removed_unrequested_ml"] == 0.0
@@ -174,7 +174,7 @@ def test_clean_lesions_returns_small_detached_tumour_specks_to_their_tissue():
     assert (out == LABEL_CODES["oedema"]).sum() == 8**3 - 4**3 and out[18, 5, 5] == LABEL_CODES["wmh"]
     lab[17:19, 17:19, 17:19] = LABEL_CODES["wm"]
     lab[14:20, 14:20, 14:20] = LABEL_CODES["oedema"]  # a second piece of 216 voxels (30 %): substantial, kept
-    pv, info = scripts.sampler.clean_lesions(int_to_pv(lab), req, 8.0)
+    pv, info = scripts.lesion_cleanup.clean_lesions(int_to_pv(lab), req, 8.0)
     assert (pv_to_int(pv)[14:20, 14:20, 14:20] == LABEL_CODES["oedema"]).all() and info[
         "removed_tumour_specks_ml"
     ] == 0.008
@@ -215,7 +215,7 @@ def test_sliding_window_decoding_matches_whole_decoding_with_shipped_weights():
 
     p = scripts.bundle_config(BUNDLE, "common.yaml")
     ae = p.get_parsed_content("autoencoder_def")
-    scripts.training.load_weights(ae, p.get_parsed_content("autoencoder_path"), "autoencoder", "cpu")
+    scripts.weights.load_weights(ae, p.get_parsed_content("autoencoder_path"), "autoencoder", "cpu")
     ae.eval()
     pv = torch.from_numpy(generate_subject(7, 0, "default", "both")["pv"])[None]
     truth = pv.argmax(1)

@@ -1,4 +1,5 @@
-"""Bundle code of `label_ldm`: training steps, latent encoding, conditioning rules, the label sampler, evaluation.
+"""Bundle code of `label_ldm`: training steps, latent encoding, weight files, conditioning rules, the label sampler,
+lesion clean-up, evaluation.
 
 Imported by the configs through `brainspade.bundle.import_scripts(@bundle_root, 'label_ldm_scripts')`.
 """
@@ -10,18 +11,9 @@ from .data import bundle_config, load_datalist, pv_condition_ml
 from .evaluate import evaluate
 from .networks import VolumeConditionedUNet
 from .sampler import LabelSampler, condition_space, decode_latent, write_samples
-from .training import (
-    AutoencoderStep,
-    DiffusionPreview,
-    ImageLogHandler,
-    LatentMeta,
-    attach_handlers,
-    encode_datalist,
-    export_autoencoder,
-    export_diffusion,
-    loss_terms,
-)
+from .training import AutoencoderStep, DiffusionPreview, ImageLogHandler, attach_handlers, encode_datalist, loss_terms
 from .volume_matching import match_lesion_volumes
+from .weights import LatentMeta, export_autoencoder, export_diffusion, load_weights
 
 __all__ = [
     "ConditionSpace",
@@ -46,4 +38,5 @@ __all__ = [
     "export_autoencoder",
     "export_diffusion",
     "loss_terms",
+    "load_weights",
 ]

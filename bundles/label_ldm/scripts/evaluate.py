@@ -22,8 +22,8 @@ from brainspade.labels import CONDITION_KEYS, LABELS, LESION_CODES, int_to_pv, p
 from brainspade.profiles import get_profile
 
 from .data import load_datalist, pv_condition_ml
-from .training import load_weights
 from .volume_matching import NEIGHBOURS_26, PRESENCE_FRACTION
+from .weights import load_weights
 
 
 @torch.no_grad()

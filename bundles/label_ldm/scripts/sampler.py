@@ -15,101 +15,17 @@ from typing import Any
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
-from scipy import ndimage
 
 from brainspade.cli import parse_bool, parse_int
 from brainspade.errors import InputError
 from brainspade.io import prepare_output_dir, safe_id, save_json, save_nifti
-from brainspade.labels import (
-    CONDITION_KEYS,
-    LABEL_CODES,
-    LESION_CODES,
-    NUM_LABELS,
-    TUMOUR_PARTS,
-    lesion_volumes_ml,
-    pv_to_int,
-)
+from brainspade.labels import CONDITION_KEYS, NUM_LABELS, lesion_volumes_ml, pv_to_int
 from brainspade.profiles import get_profile
 
 from .conditioning import ConditionSpace
-from .training import LatentMeta, load_weights
-from .volume_matching import NEIGHBOURS_26, match_lesion_volumes
-
-_TUMOUR_PARTS = [LABEL_CODES[k] for k in TUMOUR_PARTS]
-
-
-def tumour_specks(labels: np.ndarray, fraction: float = 0.05) -> np.ndarray:
-    """Voxels of the small detached pieces of tumour parts: 26-connected pieces of core/enhancing/oedema that each
-    hold less than `fraction` of the sample's tumour voxels (the largest piece is always kept)."""
-    comp, n = ndimage.label(np.isin(labels, _TUMOUR_PARTS), structure=NEIGHBOURS_26)
-    if n < 2:
-        return np.zeros(labels.shape, dtype=bool)
-    sizes = np.bincount(comp.ravel())[1:]
-    small = (sizes < fraction * sizes.sum()) & (np.arange(n) != np.argmax(sizes))
-    return np.isin(comp, np.flatnonzero(small) + 1)
-
-
-def brain_mask(pv: np.ndarray) -> np.ndarray:
-    """Brain = largest connected region whose dominant label is tissue or lesion (not background, not CSF),
-    holes filled (ventricles), dilated by one voxel (partial-volume rim)."""
-    lab = pv.argmax(0)
-    tissue = (lab != LABEL_CODES["background"]) & (lab != LABEL_CODES["csf"])
-    comp, n = ndimage.label(tissue)
-    if n == 0:
-        return np.zeros(lab.shape, dtype=bool)
-    largest = comp == (np.argmax(np.bincount(comp.ravel())[1:]) + 1)
-    return ndimage.binary_dilation(ndimage.binary_fill_holes(largest), iterations=1)
-
-
-def clean_lesions(pv: np.ndarray, requested_ml: Mapping[str, float], voxel_mm3: float) -> tuple[np.ndarray, dict]:
-    """No lesion outside the brain (its fraction returns to background); no lesion type the user set to 0 and no
-    small detached speck of tumour parts (their fractions go to the voxel's dominant healthy tissue, white matter
-    if none).
-
-    Why the tumour rule: the training tumours are one connected piece (core, enhancing rim and oedema; 31 of the
-    37 default training tumours, the rest with a small detached oedema island), while the network scatters specks
-    of tumour parts around its tumour(s) (median 4.5 core and 12.5 oedema pieces per sample, measured; most of
-    them 1-250 voxels). Pieces holding under 5 % of the sample's tumour voxels are removed, with the partial-volume
-    fractions around them (outside a one-voxel rim of the pieces kept); substantial pieces stay as drawn (the
-    network sometimes draws two tumours: verification and volume matching see both).
-    """
-    pv = pv.copy()
-    outside = ~brain_mask(pv)
-    removed_out = 0.0
-    for code in LESION_CODES:
-        m = pv[code] * outside
-        removed_out += float(m.sum())
-        pv[0] += m
-        pv[code] -= m
-    healthy = pv[1:6]
-    target = np.where(healthy.sum(0) > 1e-3, healthy.argmax(0) + 1, LABEL_CODES["wm"])
-
-    def to_healthy(code: int, where: np.ndarray | None = None) -> float:
-        frac = pv[code].copy() if where is None else pv[code] * where
-        pv[code] -= frac
-        for t in np.unique(target[frac > 0]):
-            sel = target == t
-            pv[t][sel] += frac[sel]
-        return float(frac.sum())
-
-    removed_unreq = sum(
-        to_healthy(code)
-        for key, code in zip(CONDITION_KEYS, LESION_CODES, strict=True)
-        if requested_ml.get(key, 1.0) == 0
-    )
-    lab = pv_to_int(pv)
-    specks = tumour_specks(lab)
-    removed_specks = 0.0
-    if specks.any():
-        kept = np.isin(lab, _TUMOUR_PARTS) & ~specks
-        away = ~ndimage.binary_dilation(kept, iterations=1)
-        removed_specks = sum(to_healthy(code, away) for code in _TUMOUR_PARTS)
-    ml = voxel_mm3 / 1000.0
-    return pv, {
-        "removed_outside_brain_ml": round(removed_out * ml, 4),
-        "removed_unrequested_ml": round(removed_unreq * ml, 4),
-        "removed_tumour_specks_ml": round(removed_specks * ml, 4),
-    }
+from .lesion_cleanup import brain_mask, clean_lesions
+from .volume_matching import match_lesion_volumes
+from .weights import LatentMeta, load_weights
 
 
 def _space(meta: Mapping) -> ConditionSpace:

@@ -1,0 +1,123 @@
+"""The label_ldm weight files: what models/model.pt (diffusion) and models/model_autoencoder.pt hold, how they
+are written at the end of training and read by the sampler, the evaluation and resumed training. Sampling needs
+only this module, never the training code."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from brainspade.distributed import is_rank0
+from brainspade.errors import InputError
+from brainspade.labels import CONDITION_KEYS
+
+
+def unwrap(net: torch.nn.Module) -> torch.nn.Module:
+    return net.module if hasattr(net, "module") else net
+
+
+def load_weights(net: torch.nn.Module, path: str | os.PathLike, key: str, device="cpu", what: str = "weights") -> dict:
+    """Load `net` from an exported weight dict ({key: state_dict, ...}) or a training checkpoint."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(
+            f"{what} file {str(p)!r} does not exist; accepted: the bundle's models/ files or a "
+            "checkpoint written by this bundle's training configs"
+        )
+    try:
+        ckpt = torch.load(str(p), map_location=device, weights_only=True)
+    except Exception as exc:  # torch raises many types for damaged files
+        raise InputError(
+            f"{what} file {str(p)!r} cannot be read ({type(exc).__name__}); accepted: a "
+            "checkpoint written by this bundle"
+        ) from None
+    state = ckpt.get(key, ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise InputError(f"{what} file {str(p)!r} holds no {key!r} weights")
+    try:
+        unwrap(net).load_state_dict(state)
+    except RuntimeError as exc:
+        raise InputError(
+            f"{what} file {str(p)!r} does not match the configured network "
+            f"({str(exc).splitlines()[0][:160]}); accepted: weights trained with the same "
+            "profile/channel settings"
+        ) from None
+    return ckpt
+
+
+class LatentMeta:
+    """Dataset statistics the diffusion model is tied to; stored in (and restored from) its checkpoint."""
+
+    def __init__(
+        self,
+        scale_factor: float = 1.0,
+        cond_max=None,
+        train_conditions=None,
+        profile: str = "",
+        latent_shape=(),
+        items=None,
+        cond_transform: str = "log1p",
+    ) -> None:
+        self.scale_factor = float(scale_factor)
+        self.cond_transform = str(cond_transform)
+        self.cond_max = torch.as_tensor(
+            cond_max if cond_max is not None else [1.0] * len(CONDITION_KEYS), dtype=torch.float64
+        )
+        self.train_conditions = torch.as_tensor(
+            train_conditions if train_conditions is not None else np.zeros((0, len(CONDITION_KEYS))),
+            dtype=torch.float64,
+        )
+        self.profile = str(profile)
+        self.latent_shape = [int(s) for s in latent_shape]
+        self.items = items or []
+
+    def state_dict(self) -> dict:
+        return {
+            "scale_factor": self.scale_factor,
+            "cond_max": self.cond_max,
+            "train_conditions": self.train_conditions,
+            "profile": self.profile,
+            "latent_shape": torch.tensor(self.latent_shape),
+            "condition_keys": ",".join(CONDITION_KEYS),
+            "cond_transform": self.cond_transform,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scale_factor = float(state["scale_factor"])
+        self.cond_max = torch.as_tensor(state["cond_max"], dtype=torch.float64)
+        self.train_conditions = torch.as_tensor(state["train_conditions"], dtype=torch.float64)
+        self.profile = str(state.get("profile", ""))
+        self.cond_transform = str(state.get("cond_transform", "linear"))  # files from before the field: linear
+        self.latent_shape = [int(s) for s in torch.as_tensor(state.get("latent_shape", []))]
+
+
+def export_autoencoder(network: torch.nn.Module, path: str, version: str = "", profile: str = "") -> str | None:
+    """Write the shipped autoencoder file: a plain dict of tensors and strings (weights_only loadable)."""
+    if not is_rank0():
+        return None
+    state = {k: v.detach().cpu().clone() for k, v in unwrap(network).state_dict().items()}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = f"{path}.part"
+    torch.save({"autoencoder": state, "version": str(version), "profile": str(profile)}, tmp)
+    os.replace(tmp, path)
+    print(f"exported autoencoder weights to {path}", flush=True)
+    return path
+
+
+def export_diffusion(
+    network: torch.nn.Module, meta: LatentMeta, path: str, version: str = "", prediction_type: str = ""
+) -> str | None:
+    """Write the shipped diffusion file: UNet weights + scale factor + conditioning normalisation/ranges."""
+    if not is_rank0():
+        return None
+    state = {k: v.detach().cpu().clone() for k, v in unwrap(network).state_dict().items()}
+    out = {"diffusion": state, **meta.state_dict(), "version": str(version), "prediction_type": str(prediction_type)}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = f"{path}.part"
+    torch.save(out, tmp)
+    os.replace(tmp, path)
+    print(f"exported diffusion weights to {path}", flush=True)
+    return path
