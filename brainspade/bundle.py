@@ -70,6 +70,19 @@ def import_scripts(bundle_root: str | Path, alias: str) -> ModuleType:
 load_scripts = import_scripts
 
 
+def bundle_config(bundle_root: str | Path, names: str | list[str], overrides: dict | None = None):
+    """A MONAI ConfigParser over config file(s) `names` of the bundle at `bundle_root` (layered in order), with
+    `bundle_root` and `overrides` set: how a config reuses another one (label_ldm's inference.yaml reads its
+    common.yaml; brainspade3d chains label_ldm's inference.yaml) without copying it."""
+    from monai.bundle import ConfigParser
+
+    files = [str(Path(bundle_root) / "configs" / n) for n in ([names] if isinstance(names, str) else names)]
+    parser = ConfigParser()
+    parser.read_config(files if len(files) > 1 else files[0])
+    parser.update({"bundle_root": str(bundle_root), **dict(overrides or {})})
+    return parser
+
+
 def bundle_version(bundle_root: str | Path) -> str:
     """The bundle's version from its configs/metadata.json (recorded in every output's sidecar JSON)."""
     meta = Path(bundle_root) / "configs" / "metadata.json"

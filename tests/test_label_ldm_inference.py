@@ -18,7 +18,7 @@ from label_ldm_helpers import (  # noqa: F401
     one_thread,
 )
 
-from brainspade.bundle import import_scripts
+from brainspade.bundle import bundle_config, import_scripts
 from brainspade.errors import InputError
 from brainspade.labels import CONDITION_KEYS, LABEL_CODES, int_to_pv, pv_to_int
 from brainspade.profiles import get_profile
@@ -36,9 +36,7 @@ def test_cli_writes_valid_nifti_pv_and_sidecar(weights, tmp_path):
     out = tmp_path / "out"
     args = bundle_cmd(
         "label_ldm",
-        ["inference.yaml"],
-        profile="tiny",
-        common_overrides=repr(TINY),
+        ["inference.yaml", "tiny.yaml"],
         autoencoder_path=ae,
         diffusion_path=dm,
         output_dir=out,
@@ -213,7 +211,7 @@ def test_sliding_window_decoding_matches_whole_decoding_with_shipped_weights():
 
     from brainspade.phantom import generate_subject
 
-    p = scripts.bundle_config(BUNDLE, "common.yaml")
+    p = bundle_config(BUNDLE, "common.yaml")
     ae = p.get_parsed_content("autoencoder_def")
     scripts.weights.load_weights(ae, p.get_parsed_content("autoencoder_path"), "autoencoder", "cpu")
     ae.eval()

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from brainspade.bundle import bundle_config
 from brainspade.cli import parse_bool, parse_int, run_guarded
 from brainspade.contrasts import CONTRASTS, check_contrasts
 from brainspade.errors import InputError
@@ -85,17 +86,11 @@ def check_label_ldm_extra(extra: Any) -> None:
         )
 
 
-def bundle_parser(config: dict, overrides: Mapping, extra: Any = None):
-    """A MONAI ConfigParser over another bundle config (already read), with ids overridden (`extra` last).
-
-    This is how the chain reuses label_ldm's inference.yaml and this bundle's common.yaml without copying them.
-    """
-    from monai.bundle import ConfigParser
-
+def label_ldm_parser(bundle_root: str, names: list[str], overrides: Mapping, extra: Any = None):
+    """label_ldm's inference config(s) with the chain's ids and then the user's `label_ldm_extra` set: the chain
+    reuses label_ldm's own configs instead of copying them."""
     check_label_ldm_extra(extra)
-    parser = ConfigParser(config)
-    parser.update({**dict(overrides), **dict(extra or {})})
-    return parser
+    return bundle_config(bundle_root, names, {**dict(overrides), **dict(extra or {})})
 
 
 def label_file_ids(label_path: str, indices: list[int], num_samples: int) -> dict[int, str]:

@@ -7,7 +7,7 @@ Imported by the configs through `brainspade.bundle.import_scripts(@bundle_root, 
 from brainspade.bundle import bundle_version
 
 from .conditioning import ConditionSpace, normalise_volumes
-from .data import bundle_config, load_datalist, pv_condition_ml
+from .data import load_datalist, pv_condition_ml
 from .evaluate import evaluate
 from .networks import VolumeConditionedUNet
 from .sampler import LabelSampler, condition_space, decode_latent, write_samples
@@ -18,7 +18,6 @@ from .weights import LatentMeta, export_autoencoder, export_diffusion, load_weig
 __all__ = [
     "ConditionSpace",
     "normalise_volumes",
-    "bundle_config",
     "bundle_version",
     "load_datalist",
     "pv_condition_ml",

@@ -43,18 +43,3 @@ def pv_condition_ml(pv: np.ndarray, voxel_mm3: float) -> np.ndarray:
     """Lesion volumes (mL, CONDITION_KEYS order) of a PV map: sum of the lesion fractions."""
     vols = lesion_volumes_ml(pv, voxel_mm3)
     return np.array([vols[k] for k in CONDITION_KEYS], dtype=np.float64)
-
-
-def bundle_config(bundle_root: str | os.PathLike, name: str, overrides: dict | None = None):
-    """A ConfigParser over another config of this bundle (e.g. common.yaml), with `bundle_root` and overrides set.
-
-    Lets inference.yaml / evaluate.yaml run as single files (as `monai.bundle run` and chained bundles use them)
-    while the network definitions stay in common.yaml only.
-    """
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(str(Path(bundle_root) / "configs" / name))
-    parser["bundle_root"] = str(bundle_root)
-    parser.update(dict(overrides or {}))
-    return parser
