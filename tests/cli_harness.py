@@ -8,6 +8,25 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# the fields the MONAI Bundle specification requires in every configs/metadata.json (the Zoo CI's schema, offline)
+SPEC_FIELDS = (
+    "version",
+    "changelog",
+    "monai_version",
+    "pytorch_version",
+    "numpy_version",
+    "required_packages_version",
+    "name",
+    "task",
+    "description",
+    "authors",
+    "copyright",
+    "data_source",
+    "data_type",
+    "intended_use",
+    "references",
+    "network_data_format",
+)
 
 
 def run_cmd(

@@ -8,30 +8,16 @@ import re
 from pathlib import Path
 
 import pytest
+from cli_harness import SPEC_FIELDS
 from monai.bundle import ConfigParser
 
 from brainspade.labels import LABELS
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLES = ("label_ldm", "brainspade3d", "segmenter")
-REQUIRED_META = (
-    "version",
-    "changelog",
-    "monai_version",
-    "pytorch_version",
-    "numpy_version",
-    "required_packages_version",
-    "task",
-    "description",
-    "authors",
-    "copyright",
-    "data_source",
-    "data_type",
-    "intended_use",
-    "references",
-    "network_data_format",
-    "name",
-)
+REQUIRED_META = SPEC_FIELDS
+# the label map each bundle reads or writes (network_data_format side, port name)
+LABEL_PORTS = {"label_ldm": ("outputs", "pred"), "brainspade3d": ("inputs", "label"), "segmenter": ("outputs", "pred")}
 INFERENCE_IDS = ("bundle_root", "device", "network_def", "inferer", "run", "output_dir")
 ZOO_FILE_LIMIT = 25 * 1024 * 1024
 
@@ -64,9 +50,13 @@ def test_metadata_fields_filled_and_version_in_changelog(bundle):
 
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_label_classes_come_from_the_one_table(bundle):
-    text = json.dumps(_meta(bundle)["network_data_format"]).lower()
-    names = [lab.name.lower() for lab in LABELS[1:]]
-    assert all(n in text for n in names) or "label" not in text, f"{bundle}: channel_def does not match the label table"
+    meta = _meta(bundle)
+    side, name = LABEL_PORTS[bundle]
+    port = meta["network_data_format"][side][name]
+    assert port["channel_def"] == {str(lab.code): lab.name for lab in LABELS}, f"{bundle}: {side} {name} channel_def"
+    assert port["num_channels"] == len(LABELS), f"{bundle}: {side} {name} num_channels"
+    missing = [lab.name for lab in LABELS if f"{lab.code} {lab.name}" not in meta["label_classes"]]
+    assert not missing, f"{bundle}: label_classes lacks {missing}"
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)

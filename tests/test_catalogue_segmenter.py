@@ -8,6 +8,7 @@ interpreter start-ups of wall time rather than eight."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -139,5 +140,27 @@ def test_segmenter_refuses_bad_input_cleanly(results, name):
     assert not stray, stray
 
 
+def _documented_errors() -> list[str]:
+    """The first `error: ...` message of each row of the README's 'Bad input' table."""
+    section = (ROOT / "bundles" / "segmenter" / "docs" / "README.md").read_text().split("## Bad input", 1)[1]
+    return re.findall(r"^\|[^|\n]+\| `(error: [^`]+)`", section.split("\n## ", 1)[0], flags=re.M)
+
+
+def _shape(documented: str) -> str:
+    """A regex of a documented message: its fixed words in order (`\u2026` and parenthesised examples vary)."""
+    parts = [p.strip(" '\";,") for p in re.split(r"\u2026|\([^)]*\)", documented)]
+    return ".*".join(re.escape(p) for p in parts if p)
+
+
 def test_catalogue_covers_every_case(results):
+    """Every case ran; each row of the README's table is an error a run printed, and each run's error is a row."""
     assert sorted(results) == sorted(CASES)
+    printed = {
+        name: [ln for ln in res.stderr.splitlines() if ln.startswith("error:")] for name, (_, res, _) in results.items()
+    }
+    shapes = [_shape(doc) for doc in _documented_errors()]
+    assert shapes, "no 'error:' rows in the README's Bad input table"
+    for doc, shape in zip(_documented_errors(), shapes, strict=True):
+        assert any(re.search(shape, ln) for lines in printed.values() for ln in lines), f"{doc!r} printed by no case"
+    for name, lines in printed.items():
+        assert any(re.search(shape, ln) for shape in shapes for ln in lines), f"{name}: {lines} is in no README row"

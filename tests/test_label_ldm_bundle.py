@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from cli_harness import SPEC_FIELDS as BUNDLE_SPEC_FIELDS
 from label_ldm_helpers import BUNDLE, CONFIGS, TINY, common_parser, one_thread  # noqa: F401  (autouse fixture)
 from monai.bundle import ConfigParser
 
@@ -15,26 +16,7 @@ from brainspade.profiles import get_profile
 
 META = json.loads((CONFIGS / "metadata.json").read_text())
 # the fields of the MONAI Bundle specification (metadata.json) and what this bundle must say in them
-SPEC_FIELDS = (
-    "version",
-    "changelog",
-    "monai_version",
-    "pytorch_version",
-    "numpy_version",
-    "required_packages_version",
-    "name",
-    "task",
-    "description",
-    "authors",
-    "copyright",
-    "data_source",
-    "data_type",
-    "intended_use",
-    "references",
-    "network_data_format",
-    "label_classes",
-    "eval_metrics",
-)
+SPEC_FIELDS = (*BUNDLE_SPEC_FIELDS, "label_classes", "eval_metrics")
 
 
 def test_metadata_complete_and_true_to_the_label_table():

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from _segmenter_helpers import BUNDLE, INFER, META, TINY_CHANNELS, TRAIN, tiny_train_overrides, write_nifti
+from cli_harness import SPEC_FIELDS
 from monai.bundle import ConfigParser, ckpt_export, create_workflow, verify_net_in_out
 
 from brainspade.labels import LABELS, NUM_LABELS
@@ -32,24 +33,7 @@ def test_metadata_label_parts_equal_the_label_table():
     assert out["channel_def"] == {str(lab.code): lab.name for lab in LABELS}
     assert meta["version"] in meta["changelog"]
     # (optional_packages_version is deprecated in MONAI 1.6: its packages are in required_packages_version)
-    for field in (
-        "monai_version",
-        "pytorch_version",
-        "numpy_version",
-        "required_packages_version",
-        "task",
-        "description",
-        "authors",
-        "copyright",
-        "data_source",
-        "data_type",
-        "intended_use",
-        "references",
-        "label_classes",
-        "name",
-        "supported_apps",
-        "eval_metrics",
-    ):
+    for field in (*SPEC_FIELDS, "label_classes", "supported_apps", "eval_metrics"):
         assert meta.get(field), field
 
 
