@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from cli_harness import assert_clean_failure, bundle_cmd, files_under, run_cmd
-from label_ldm_helpers import BUNDLE, ONE_THREAD_ENV, TINY, make_tiny_weights, one_thread  # noqa: F401
+from label_ldm_helpers import BUNDLE, ONE_THREAD_ENV, make_tiny_weights, one_thread  # noqa: F401
 
 from brainspade.bundle import import_scripts
 
@@ -31,7 +31,8 @@ INFERENCE_CASES = {
     ),
     "malformed_weights": (
         {"diffusion_path": "{tmp}/broken.pt"},
-        r"diffusion weights file '.*broken.pt' cannot be read .*; accepted: a checkpoint written by",
+        r"diffusion weights file '.*broken.pt' is not a readable weights file .*; accepted: the bundle's models/ files "
+        r"or a checkpoint written by",
     ),
     "output_dir_holds_results": (
         {"output_dir": "{tmp}/full"},
@@ -60,16 +61,9 @@ def setup(tiny_phantoms, tmp_path_factory):
 
     def job(name: str, opts: dict) -> tuple[list[str], Path]:
         out = Path(str(opts.get("output_dir", root / name)).format(tmp=root))
-        kw = {
-            "profile": "tiny",
-            "common_overrides": repr(TINY),
-            "autoencoder_path": ae,
-            "diffusion_path": dm,
-            "output_dir": out,
-            "steps": 1,
-        }
+        kw = {"autoencoder_path": ae, "diffusion_path": dm, "output_dir": out, "steps": 1}
         kw.update({k: str(v).format(tmp=root, oedema_mid=round((lo + hi) / 2, 3)) for k, v in opts.items()})
-        return bundle_cmd("label_ldm", ["inference.yaml"], **kw), out
+        return bundle_cmd("label_ldm", ["inference.yaml", "tiny.yaml"], **kw), out
 
     return root, job
 

@@ -189,7 +189,7 @@ def test_weights_of_another_profile_or_size_are_refused(weights):
     with pytest.raises(InputError, match="trained for profile 'tiny', not 'default'; accepted: --profile tiny"):
         inference_parser(ae, dm, profile="default").get_parsed_content("sampler").load()
     wider = inference_parser(ae, dm, common_overrides={**TINY, "ae_channels": [8, 8, 8]})
-    with pytest.raises(InputError, match="does not match the configured network .*accepted: weights trained with"):
+    with pytest.raises(InputError, match="does not fit this network .*accepted: weights trained with"):
         wider.get_parsed_content("sampler").load()
 
 

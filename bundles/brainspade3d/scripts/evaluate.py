@@ -21,10 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from brainspade.bundle import import_scripts
 from brainspade.cli import parse_bool, parse_int
 from brainspade.errors import InputError
 from brainspade.io import prepare_output_dir, save_json
 from brainspade.labels import LABELS, NUM_LABELS, pv_to_int
+from brainspade.weights import load_into, read_weights, state_dict_in
 
 from .data import contrast_pairs
 from .generation import load_generator
@@ -70,7 +72,7 @@ def segmenter_from_bundle(
     hands it over uncalled (`_mode_: callable`), so the segmenter is only built once the options are checked.
     """
     from monai.bundle import ConfigParser
-    from monai.transforms import NormalizeIntensity
+    from monai.transforms import Compose
 
     if not ckpt_path:
         return None
@@ -81,32 +83,27 @@ def segmenter_from_bundle(
             f"segmenter bundle {str(segmenter_root)!r} has no configs/inference.yaml; accepted: the "
             "segmenter bundle folder (--segmenter_root)"
         )
-    if not Path(str(ckpt_path)).is_file():
-        raise InputError(
-            f"segmenter weights {str(ckpt_path)!r} do not exist; accepted: a model.pt of the segmenter bundle"
-        )
+    accepted = "a model.pt of the segmenter bundle"
+    state = state_dict_in(read_weights(ckpt_path, "segmenter weights", accepted), ("network", "model", "state_dict"))
     parser = ConfigParser()
     parser.read_config(str(cfg))
     parser.update({"bundle_root": str(segmenter_root), "profile": profile, **(overrides or {})})
     net = parser.get_parsed_content("network_def")
-    state = torch.load(str(ckpt_path), map_location="cpu", weights_only=True)
-    for key in ("network", "model", "state_dict"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as exc:
-        raise InputError(
-            f"segmenter weights {str(ckpt_path)!r} do not fit its network_def ({str(exc).splitlines()[0][:120]}); "
-            "accepted: weights of the segmenter bundle with the same --segmenter_overrides"
-        ) from None
+    load_into(
+        net,
+        state,
+        ckpt_path,
+        "segmenter weights",
+        "weights of the segmenter bundle with the same --segmenter_overrides",
+    )
     net = net.to(device).eval()
-    norm = NormalizeIntensity(nonzero=True)
+    # the segmenter's own intensity normalisation (its scripts/preprocessing.py), so the judge sees what it learned on
+    normalise = Compose(import_scripts(segmenter_root, "segmenter_scripts").intensity_transforms())
 
     @torch.no_grad()
     def segment(image: np.ndarray) -> np.ndarray:
-        x = norm(torch.as_tensor(image, dtype=torch.float32)[None])[None].to(device)
-        return net(x).argmax(1)[0].cpu().numpy()
+        x = normalise({"image": torch.as_tensor(image, dtype=torch.float32)[None]})["image"]
+        return net(torch.as_tensor(x)[None].to(device)).argmax(1)[0].cpu().numpy()
 
     return segment
 

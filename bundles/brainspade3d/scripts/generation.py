@@ -3,42 +3,28 @@ checked before use; a sample's sampled style code; the images of one label map i
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from brainspade.contrasts import CONTRASTS
-from brainspade.errors import InputError
 from brainspade.sharding import sample_seed
+from brainspade.weights import load_into, read_weights, state_dict_in
 
+GENERATOR_ACCEPTED = "models/model.pt or a file written by train.yaml (run_dir/model.pt), given as --ckpt_path"
 STYLE_STREAM = 7919  # style seed of a sample = sample_seed(sample's seed, STYLE_STREAM): independent of its noise
 
 
 def load_generator(network: torch.nn.Module, path: str, device) -> torch.nn.Module:
     """Load generator weights (plain state dict, or a training checkpoint's 'generator') with weights_only=True."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(
-            f"generator weights {str(p)!r} do not exist; accepted: models/model.pt or a file written "
-            "by train.yaml (run_dir/model.pt), given as --ckpt_path"
-        )
-    try:
-        state = torch.load(str(p), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise InputError(
-            f"generator weights {str(p)!r} cannot be read ({type(exc).__name__}); accepted: a state dict "
-            "saved by train.yaml"
-        ) from None
-    if isinstance(state, dict) and "generator" in state and isinstance(state["generator"], dict):
-        state = state["generator"]
-    try:
-        network.load_state_dict(state, strict=True)
-    except (RuntimeError, TypeError, AttributeError) as exc:
-        raise InputError(
-            f"generator weights {str(p)!r} do not fit this network (other profile or channel widths?): "
-            f"{str(exc).splitlines()[0][:160]}; accepted: weights trained with the same configs"
-        ) from None
+    state = read_weights(path, "generator weights", GENERATOR_ACCEPTED)
+    load_into(
+        network,
+        state_dict_in(state, ("generator",)),
+        path,
+        "generator weights",
+        "weights trained with the same configs (profile, channel widths)",
+    )
     return network.to(device).eval()
 
 

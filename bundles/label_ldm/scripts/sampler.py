@@ -21,11 +21,12 @@ from brainspade.errors import InputError
 from brainspade.io import prepare_output_dir, safe_id, save_json, save_nifti
 from brainspade.labels import CONDITION_KEYS, NUM_LABELS, lesion_volumes_ml, pv_to_int
 from brainspade.profiles import get_profile
+from brainspade.weights import read_weights
 
 from .conditioning import ConditionSpace
 from .lesion_cleanup import brain_mask, clean_lesions
 from .volume_matching import match_lesion_volumes
-from .weights import LatentMeta, load_weights
+from .weights import WEIGHTS_ACCEPTED, LatentMeta, load_weights
 
 
 def _space(meta: Mapping) -> ConditionSpace:
@@ -36,15 +37,13 @@ def _space(meta: Mapping) -> ConditionSpace:
 
 def condition_space(diffusion_path: str | Path) -> ConditionSpace:
     """The conditioning a diffusion weight file was trained on (accepted ranges, combinations), without a network."""
-    p = Path(diffusion_path)
+    ckpt = read_weights(diffusion_path, "diffusion weights file", WEIGHTS_ACCEPTED)
     try:
-        ckpt = torch.load(str(p), map_location="cpu", weights_only=True)
-        meta = ckpt.get("meta", ckpt)
-        return _space(meta)
-    except (OSError, KeyError, AttributeError, RuntimeError, ValueError) as exc:
+        return _space(ckpt.get("meta", ckpt))
+    except (KeyError, AttributeError, RuntimeError, ValueError) as exc:
         raise InputError(
-            f"diffusion weights {str(p)!r} give no conditioning table ({type(exc).__name__}); accepted: "
-            "models/model.pt or a checkpoint written by train_diffusion.yaml"
+            f"diffusion weights {str(diffusion_path)!r} give no conditioning table ({type(exc).__name__}); "
+            "accepted: models/model.pt or a checkpoint written by train_diffusion.yaml"
         ) from None
 
 

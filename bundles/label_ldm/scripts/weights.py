@@ -13,6 +13,9 @@ import torch
 from brainspade.distributed import is_rank0
 from brainspade.errors import InputError
 from brainspade.labels import CONDITION_KEYS
+from brainspade.weights import load_into, read_weights
+
+WEIGHTS_ACCEPTED = "the bundle's models/ files or a checkpoint written by this bundle's training configs"
 
 
 def unwrap(net: torch.nn.Module) -> torch.nn.Module:
@@ -21,31 +24,13 @@ def unwrap(net: torch.nn.Module) -> torch.nn.Module:
 
 def load_weights(net: torch.nn.Module, path: str | os.PathLike, key: str, device="cpu", what: str = "weights") -> dict:
     """Load `net` from an exported weight dict ({key: state_dict, ...}) or a training checkpoint."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(
-            f"{what} file {str(p)!r} does not exist; accepted: the bundle's models/ files or a "
-            "checkpoint written by this bundle's training configs"
-        )
-    try:
-        ckpt = torch.load(str(p), map_location=device, weights_only=True)
-    except Exception as exc:  # torch raises many types for damaged files
-        raise InputError(
-            f"{what} file {str(p)!r} cannot be read ({type(exc).__name__}); accepted: a "
-            "checkpoint written by this bundle"
-        ) from None
-    state = ckpt.get(key, ckpt) if isinstance(ckpt, dict) else None
+    what = f"{what} file"
+    ckpt = read_weights(path, what, WEIGHTS_ACCEPTED, map_location=device)
+    state = ckpt.get(key, ckpt)
     if not isinstance(state, dict):
-        raise InputError(f"{what} file {str(p)!r} holds no {key!r} weights")
-    try:
-        unwrap(net).load_state_dict(state)
-    except RuntimeError as exc:
-        raise InputError(
-            f"{what} file {str(p)!r} does not match the configured network "
-            f"({str(exc).splitlines()[0][:160]}); accepted: weights trained with the same "
-            "profile/channel settings"
-        ) from None
-    return ckpt
+        raise InputError(f"{what} {str(path)!r} holds no {key!r} weights; accepted: {WEIGHTS_ACCEPTED}")
+    load_into(net, state, path, what, "weights trained with the same profile/channel settings")
+    return dict(ckpt)
 
 
 class LatentMeta:

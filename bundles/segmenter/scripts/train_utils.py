@@ -21,6 +21,7 @@ from brainspade.cli import parse_bool
 from brainspade.errors import InputError
 from brainspade.io import save_json
 from brainspade.labels import LABELS
+from brainspade.weights import load_into, read_weights, state_dict_in
 
 _ITER = re.compile(r"checkpoint_(?:epoch|iteration)=(\d+)\.pt$")
 CKPT_ACCEPTED = "a PyTorch state-dict file written by this bundle (torch.save of a dict of tensors)"
@@ -28,38 +29,21 @@ CKPT_ACCEPTED = "a PyTorch state-dict file written by this bundle (torch.save of
 
 def check_checkpoint(path: str | Path, what: str = "checkpoint") -> Mapping:
     """Refuse a missing or unreadable weights file before an engine starts (CheckpointLoader would raise an
-    UnpicklingError traceback). Loads with weights_only=True: nothing in the file is executed."""
-    import torch
-
-    p = Path(str(path))
-    if not p.is_file():
-        raise InputError(f"{what} {str(p)!r} does not exist; accepted: {CKPT_ACCEPTED}")
-    try:
-        obj = torch.load(str(p), map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated / non-torch / pickled-code files
-        raise InputError(
-            f"{what} {str(p)!r} is not a readable weights file ({type(exc).__name__}); " f"accepted: {CKPT_ACCEPTED}"
-        ) from None
-    if not isinstance(obj, Mapping) or not obj:
-        raise InputError(f"{what} {str(p)!r} holds {type(obj).__name__}, not a state dict; accepted: {CKPT_ACCEPTED}")
-    return obj
+    UnpicklingError traceback)."""
+    return read_weights(path, what, CKPT_ACCEPTED)
 
 
 def check_fits(path: str | Path, network, what: str = "checkpoint") -> None:
     """The weights in `path` (a state dict, or a training checkpoint's 'model') are readable (`check_checkpoint`)
     and load into `network` exactly."""
-    obj = check_checkpoint(path, what)
-    state = obj.get("model", obj)
-    target = getattr(network, "module", network)  # DistributedDataParallel wraps the network
-    try:
-        target.load_state_dict(state, strict=True)
-    except (RuntimeError, TypeError, KeyError, AttributeError) as exc:
-        first = str(exc).strip().splitlines()[0][:160]
-        raise InputError(
-            f"{what} {str(path)!r} does not fit this network ({first}); accepted: weights written with "
-            "the same network settings (channels, profile), or start over with --resume false "
-            "--overwrite true / a new --output_dir"
-        ) from None
+    load_into(
+        network,
+        state_dict_in(check_checkpoint(path, what), ("model",)),
+        path,
+        what,
+        "weights written with the same network settings (channels, profile), or start over with --resume false "
+        "--overwrite true / a new --output_dir",
+    )
 
 
 def check_readable(path: str, what: str) -> None:
