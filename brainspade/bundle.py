@@ -51,8 +51,11 @@ def find_bundle_root(name: str, argv: list[str] | None = None) -> str:
     return str(REPO_BUNDLES / name)
 
 
-def import_scripts(bundle_root: str | Path, alias: str) -> ModuleType:
-    """Import `<bundle_root>/scripts` as module `alias` (unique per bundle, so chained bundles don't clash)."""
+def load_scripts(bundle_root: str | Path, alias: str) -> ModuleType:
+    """Import `<bundle_root>/scripts` as module `alias` (unique per bundle, so chained bundles don't clash).
+
+    Configs call it as `$brainspade.bundle.load_scripts(@bundle_root, '<alias>')`: MONAI 1.6.1 parses any `$`
+    expression containing the word "import" as an import statement, which fails on `@` references."""
     if alias in sys.modules:
         return sys.modules[alias]
     init = Path(bundle_root) / "scripts" / "__init__.py"
@@ -67,7 +70,6 @@ def import_scripts(bundle_root: str | Path, alias: str) -> ModuleType:
 
 # the same function under a name a config expression can call: MONAI 1.6.1 parses any `$` expression that holds
 # the word "import" as an import statement (exported bundles load their scripts through this name)
-load_scripts = import_scripts
 
 
 def bundle_config(bundle_root: str | Path, names: str | list[str], overrides: dict | None = None):

@@ -61,8 +61,7 @@ _PLAIN_IMPORT = re.compile(r"^\s*import brainspade\b", re.M)
 _CFG_IMPORT = re.compile(r"^\s*- \$(?:import brainspade(?:\.\w+)*|from brainspade\.\w+ import .*)\s*\n", re.M)
 _ALIAS_COMMENT = re.compile(r"^\s*# alias: monai 1\.6\.1 ast-parses.*\n(?=\s*- \$from brainspade)", re.M)
 _FIND_ROOT = re.compile(r"""^(\s*)([\w#]+): "\$brainspade\.bundle\.find_bundle_root\('(\w+)'\)"(.*)$""", re.M)
-_LOAD_SCRIPTS = re.compile(r"""^scripts: "\$load_bundle_scripts\(@bundle_root, '(\w+)'\)"(.*)$""", re.M)
-_LOADER_ID = re.compile(r"""^scripts_loader: "\$brainspade\.bundle\.import_scripts"(.*)$""", re.M)
+_LOAD_SCRIPTS = re.compile(r"""^scripts: "\$brainspade\.bundle\.load_scripts\(@bundle_root, '(\w+)'\)"(.*)$""", re.M)
 _TARGET = re.compile(r"""_target_: brainspade\.([\w.]+)""")
 _EXPR = re.compile(r'"\$[^"\n]*"')
 _LIB_USE = re.compile(r"(?<![\w.@])brainspade\.(\w+)")
@@ -111,7 +110,6 @@ def rewrite_config(text: str, bundle: str) -> tuple[str, set[str]]:
         f"{_q(f'$@scripts_loader(@bundle_root, {m.group(1)!r})')}{m.group(2)}",
         text,
     )
-    text = _LOADER_ID.sub(lambda m: f"scripts_loader: {_q(SCRIPTS_LOADER)}{m.group(1)}", text)
 
     def lib(m: re.Match) -> str:
         used.add(m.group(1))

@@ -1,7 +1,7 @@
 """brainspade3d bundle code: the contrast-conditioned SPADE generator, the GAN training iteration,
 training pairs, running the trained generator, the user's grid, the chained inference workflow and the evaluation.
 
-Imported from configs with `brainspade.bundle.import_scripts(@bundle_root, 'brainspade3d_scripts')`.
+Imported from configs with `brainspade.bundle.load_scripts(@bundle_root, 'brainspade3d_scripts')`.
 """
 
 from brainspade.bundle import bundle_version

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from brainspade.bundle import import_scripts
+from brainspade.bundle import load_scripts
 from brainspade.cli import parse_bool, parse_int
 from brainspade.errors import InputError
 from brainspade.io import prepare_output_dir, save_json
@@ -98,7 +98,7 @@ def segmenter_from_bundle(
     )
     net = net.to(device).eval()
     # the segmenter's own intensity normalisation (its scripts/preprocessing.py), so the judge sees what it learned on
-    normalise = Compose(import_scripts(segmenter_root, "segmenter_scripts").intensity_transforms())
+    normalise = Compose(load_scripts(segmenter_root, "segmenter_scripts").intensity_transforms())
 
     @torch.no_grad()
     def segment(image: np.ndarray) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Bundle code of `label_ldm`: training steps, latent encoding, weight files, conditioning rules, the label sampler,
 lesion clean-up, evaluation.
 
-Imported by the configs through `brainspade.bundle.import_scripts(@bundle_root, 'label_ldm_scripts')`.
+Imported by the configs through `brainspade.bundle.load_scripts(@bundle_root, 'label_ldm_scripts')`.
 """
 
 from brainspade.bundle import bundle_version

@@ -1,7 +1,7 @@
 """Segmenter bundle code: datalists from every data source, the SynthSeg-style label-to-image transform,
 input checks and the atomic writer for inference, checkpoint helpers, and the experiment driver.
 
-Imported from configs with `$brainspade.bundle.import_scripts(@bundle_root, 'segmenter_scripts')`.
+Imported from configs with `$brainspade.bundle.load_scripts(@bundle_root, 'segmenter_scripts')`.
 """
 
 from .data import build_datalist, datalist_from_synthetic_folder, phantom_datalist, real_datalist

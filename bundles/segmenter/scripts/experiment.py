@@ -351,9 +351,9 @@ def _plot(arms: dict, order: list[str], keys: list[str], path: Path) -> None:
 
 def check_data(conf: dict, arms: list[str]) -> None:
     """Every arm's training sources and the test set resolve to existing files, before any run starts."""
-    from brainspade.bundle import import_scripts
+    from brainspade.bundle import load_scripts
 
-    scripts = import_scripts(BUNDLE, "segmenter_scripts")
+    scripts = load_scripts(BUNDLE, "segmenter_scripts")
     for arm in arms:
         if arm not in conf["arms"]:
             raise InputError(f"unknown arm {arm!r}; accepted: {', '.join(conf['arms'])}")
