@@ -3,7 +3,6 @@ checked before use; a sample's sampled style code; the images of one label map i
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 
