@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from monai.bundle import ConfigParser
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLE = ROOT / "bundles" / "segmenter"
@@ -15,7 +16,8 @@ EVALUATE = str(CONFIGS / "evaluate.yaml")
 INFER = str(CONFIGS / "inference.yaml")
 META = str(CONFIGS / "metadata.json")
 LOGGING = str(CONFIGS / "logging.conf")
-TINY_CHANNELS = [4, 8, 16, 32]
+TINY = ConfigParser.load_config_file(str(CONFIGS / "tiny.yaml"))  # the tiny overlay: profile and U-Net widths
+TINY_CHANNELS = TINY["channels"]
 
 
 def tiny_train_overrides(datalist: Path, out: Path, **extra) -> dict:
@@ -23,8 +25,7 @@ def tiny_train_overrides(datalist: Path, out: Path, **extra) -> dict:
     d = str(Path(datalist).parent)
     return {
         "bundle_root": str(BUNDLE),
-        "profile": "tiny",
-        "channels": TINY_CHANNELS,
+        **TINY,
         "dataset_dir": d,
         "output_dir": str(out),
         "publish_model": False,

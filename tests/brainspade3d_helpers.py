@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import torch
-from label_ldm_helpers import TINY as LDM_TINY
 from label_ldm_helpers import make_tiny_weights
 from monai.bundle import ConfigParser
 
@@ -18,45 +17,35 @@ ROOT = Path(__file__).resolve().parent.parent
 BUNDLE = ROOT / "bundles" / "brainspade3d"
 CONFIGS = BUNDLE / "configs"
 
-TINY = {"channels": [4, 8], "z_dim": 8, "spade_hidden": 4, "head_channels": 2, "head_hidden": 4}
-TINY_D = {"d_channels": 4, "d_num": 1, "d_layers": 2}
+TINY_CONFIG = CONFIGS / "tiny.yaml"  # the tiny overlay: generator widths, discriminator, chained label_ldm's overlay
+TINY = ConfigParser.load_config_file(str(TINY_CONFIG))["tiny_sizes"]
 
 
 def common_parser(**overrides) -> ConfigParser:
+    """common.yaml with the tiny overlay layered last, on the CPU, then `overrides`."""
     parser = ConfigParser()
-    parser.read_config(str(CONFIGS / "common.yaml"))
-    parser.update(
-        {"bundle_root": str(BUNDLE), "profile": "tiny", "device": "$torch.device('cpu')", **TINY, **overrides}
-    )
+    parser.read_config([str(CONFIGS / "common.yaml"), str(TINY_CONFIG)])
+    parser.update({"bundle_root": str(BUNDLE), "device": "$torch.device('cpu')", **overrides})
     return parser
 
 
 def make_generator_weights(path: str | Path, seed: int = 0) -> str:
-    """Untrained tiny generator weights (plain state dict, as train.yaml exports it)."""
-    torch.manual_seed(seed)
-    net = common_parser().get_parsed_content("network_def")
+    """Untrained tiny generator weights (plain state dict, as train.yaml exports it): tiny.yaml's `untrained_weights`."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    torch.save(net.state_dict(), str(path))
+    common_parser(ckpt_path=str(path), untrained_seed=seed).get_parsed_content("untrained_weights")
     return str(path)
 
 
 def make_tiny_chain(datalist: str | Path, out_dir: str | Path) -> dict:
-    """Tiny weights of label_ldm and brainspade3d; returns the inference.yaml overrides that use them."""
+    """Tiny weights of label_ldm and brainspade3d; the overrides that use them, layered after inference.yaml and
+    tiny.yaml (which chains label_ldm's tiny.yaml)."""
     out_dir = Path(out_dir)
     ae, dm = make_tiny_weights(datalist, out_dir / "label_ldm")
     gen = make_generator_weights(out_dir / "generator.pt")
     return {
-        "profile": "tiny",
-        "common_overrides": dict(TINY),
         "ckpt_path": gen,
         "device": "$torch.device('cpu')",
-        "label_ldm_extra": {
-            "common_overrides": dict(LDM_TINY),
-            "autoencoder_path": ae,
-            "diffusion_path": dm,
-            "steps": 2,
-            "max_retries": 0,
-        },
+        "label_ldm_extra": {"autoencoder_path": ae, "diffusion_path": dm, "steps": 2, "max_retries": 0},
     }
 
 
@@ -67,19 +56,21 @@ def write_overrides(overrides: dict, path: str | Path) -> str:
 
 
 def inference_cmd(override_file: str | Path, **options) -> list[str]:
-    """`python -m monai.bundle run` arguments of the main command with tiny overrides layered in."""
-    cfg = repr([str(CONFIGS / "inference.yaml"), str(override_file)])
+    """`python -m monai.bundle run` arguments of the main command with the tiny overlay and overrides layered in."""
+    cfg = repr([str(CONFIGS / "inference.yaml"), str(TINY_CONFIG), str(override_file)])
     args = ["-m", "monai.bundle", "run", "--config_file", cfg]
     for k, v in options.items():
         args += [f"--{k}", str(v)]
     return args
 
 
-def run_inference(overrides: dict, **options):
-    """The main command in-process (monai.bundle.run), for tests that check outputs rather than exit codes."""
+def run_inference(overrides: dict, *configs: str, **options):
+    """The main command in-process (monai.bundle.run): inference.yaml, then `configs` of this bundle (e.g.
+    montage.yaml), then the tiny overlay; for tests that check outputs rather than exit codes."""
     from monai.bundle import run
 
-    return run(config_file=str(CONFIGS / "inference.yaml"), **{**overrides, **options})
+    files = [str(CONFIGS / c) for c in ("inference.yaml", *configs)] + [str(TINY_CONFIG)]
+    return run(config_file=files, **{**overrides, **options})
 
 
 def one_torch_thread():

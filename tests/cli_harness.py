@@ -37,13 +37,23 @@ def run_cmd(
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def bundle_cmd(bundle: str, configs: list[str], **overrides) -> list[str]:
-    files = [str(ROOT / "bundles" / bundle / "configs" / c) for c in configs]
-    cfg = files[0] if len(files) == 1 else repr(files)
+def monai_run_args(files: list[str], **overrides) -> list[str]:
+    """`-m monai.bundle run` arguments: the config files layered in order, then `--id value` overrides."""
+    cfg = str(files[0]) if len(files) == 1 else repr([str(f) for f in files])
     args = ["-m", "monai.bundle", "run", "--config_file", cfg]
     for k, v in overrides.items():
         args += [f"--{k}", str(v)]
     return args
+
+
+def bundle_cmd(bundle: str, configs: list[str], **overrides) -> list[str]:
+    return monai_run_args([str(ROOT / "bundles" / bundle / "configs" / c) for c in configs], **overrides)
+
+
+def torchrun_cmd(files: list[str], nproc: int = 2, **overrides) -> list[str]:
+    """`python` arguments of `monai.bundle run` under torchrun: `nproc` processes on this machine."""
+    dist = ["-m", "torch.distributed.run", "--standalone", "--nnodes=1", f"--nproc_per_node={nproc}"]
+    return [*dist, *monai_run_args(files, **overrides)]
 
 
 def files_under(path: Path | str) -> list[str]:

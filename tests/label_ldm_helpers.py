@@ -12,49 +12,37 @@ ROOT = Path(__file__).resolve().parent.parent
 BUNDLE = ROOT / "bundles" / "label_ldm"
 CONFIGS = BUNDLE / "configs"
 
-# tiny widths for CI seconds (same code paths as the shipped model)
-TINY = {
-    "ae_channels": [4, 8, 8],
-    "ae_norm_groups": 4,
-    "latent_channels": 3,
-    "ldm_channels": [8, 8, 16],
-    "ldm_norm_groups": 4,
-    "ldm_head_channels": 8,
-}
+# tiny widths for CI seconds (same code paths as the shipped model): the bundle's configs/tiny.yaml overlay
+TINY_CONFIG = CONFIGS / "tiny.yaml"
+TINY = ConfigParser.load_config_file(str(TINY_CONFIG))["tiny_sizes"]
 
 
 def common_parser(**overrides) -> ConfigParser:
+    """common.yaml with the tiny overlay layered last, then `overrides`."""
     parser = ConfigParser()
-    parser.read_config(str(CONFIGS / "common.yaml"))
+    parser.read_config([str(CONFIGS / "common.yaml"), str(TINY_CONFIG)])
     parser["bundle_root"] = str(BUNDLE)
-    parser.update({"profile": "tiny", **TINY, **overrides})
+    parser.update(overrides)
     return parser
 
 
 def make_tiny_weights(datalist: str | Path, out_dir: str | Path) -> tuple[str, str]:
-    """Untrained tiny autoencoder + diffusion weights in the exported format (scale factor etc. from data)."""
+    """Untrained tiny autoencoder + diffusion weights in the exported format (tiny.yaml's `untrained_weights`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    p = common_parser()
-    scripts = p.get_parsed_content("scripts")
     ae_path, dm_path = str(out_dir / "autoencoder.pt"), str(out_dir / "diffusion.pt")
-    scripts.export_autoencoder(p.get_parsed_content("autoencoder_def"), ae_path, "test", "tiny")
-    items = scripts.load_datalist(str(datalist), "training")
-    meta = scripts.encode_datalist(
-        p.get_parsed_content("autoencoder_def"), ae_path, items, "cpu", p.get_parsed_content("profile_obj"), True
+    common_parser(datalist=str(datalist), autoencoder_path=ae_path, diffusion_path=dm_path).get_parsed_content(
+        "untrained_weights"
     )
-    scripts.export_diffusion(p.get_parsed_content("network_def"), meta, dm_path, "test", "v_prediction")
     return ae_path, dm_path
 
 
 def inference_parser(ae_path: str, dm_path: str, **overrides) -> ConfigParser:
     parser = ConfigParser()
-    parser.read_config(str(CONFIGS / "inference.yaml"))
+    parser.read_config([str(CONFIGS / "inference.yaml"), str(TINY_CONFIG)])
     parser["bundle_root"] = str(BUNDLE)
     parser.update(
         {
-            "profile": "tiny",
-            "common_overrides": dict(TINY),
             "autoencoder_path": ae_path,
             "diffusion_path": dm_path,
             "device": "cpu",

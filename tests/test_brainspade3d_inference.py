@@ -240,7 +240,7 @@ def test_main_command_from_a_copied_bundle_folder(chain, tmp_path):
             "monai.bundle",
             "run",
             "--config_file",
-            repr(["configs/inference.yaml", over]),
+            repr(["configs/inference.yaml", "configs/tiny.yaml", over]),
             "--output_dir",
             "out",
             "--contrast",
@@ -274,10 +274,8 @@ def test_shard_comes_from_torchrun_environment_or_options(monkeypatch):
 
 
 def test_pathology_montage_for_the_docs(chain, tmp_path, capsys):
-    from monai.bundle import run
-
     png = tmp_path / "docs" / "montage.png"
-    run(config_file=[str(CONFIGS / "inference.yaml"), str(CONFIGS / "montage.yaml")], **chain, montage_path=str(png))
+    run_inference(chain, "montage.yaml", montage_path=str(png))
     log = capsys.readouterr().out
     assert png.is_file() and png.stat().st_size > 1000
     assert "montage (" in log and "x 4 contrasts" in log and "healthy: achieved" in log

@@ -15,12 +15,13 @@ from brainspade3d_helpers import (
     BUNDLE,
     CONFIGS,
     TINY,
-    TINY_D,
+    TINY_CONFIG,
     common_parser,
     make_tiny_chain,
     one_torch_thread,
     run_inference,
 )
+from cli_harness import torchrun_cmd
 from monai.bundle import ConfigParser, run
 
 _one_thread = pytest.fixture(scope="module", autouse=True)(one_torch_thread)
@@ -28,21 +29,26 @@ TRAIN = [str(CONFIGS / "common.yaml"), str(CONFIGS / "train.yaml")]
 
 
 def _train_overrides(datalist, run_dir) -> dict:
-    return {
-        "profile": "tiny",
-        "datalist": str(datalist),
-        "run_dir": str(run_dir),
-        "epoch_length": 2,
-        "device": "$torch.device('cpu')",
-        **TINY,
-        **TINY_D,
-    }
+    """With the tiny overlay layered last (profile, generator and discriminator widths)."""
+    return {"datalist": str(datalist), "run_dir": str(run_dir), "epoch_length": 2, "device": "$torch.device('cpu')"}
+
+
+def _evaluate(ckpt: Path, datalist, output_dir: Path, **extra):
+    """evaluate.yaml with the tiny overlay on the CPU."""
+    return run(
+        config_file=[str(CONFIGS / "evaluate.yaml"), str(TINY_CONFIG)],
+        ckpt_path=str(ckpt),
+        datalist=str(datalist),
+        output_dir=str(output_dir),
+        device="$torch.device('cpu')",
+        **extra,
+    )
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_phantoms, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("b3d_train") / "run"
-    run(config_file=TRAIN, max_epochs=1, **_train_overrides(tiny_phantoms, run_dir))
+    run(config_file=[*TRAIN, str(TINY_CONFIG)], max_epochs=1, **_train_overrides(tiny_phantoms, run_dir))
     return run_dir
 
 
@@ -57,7 +63,7 @@ def test_train_steps_write_checkpoints_and_resume(trained, tiny_phantoms, capsys
     before = torch.load(str(trained / "model.pt"), map_location="cpu", weights_only=True)
     epoch1 = (trained / "checkpoint_epoch=1.pt").stat().st_mtime_ns
     capsys.readouterr()
-    run(config_file=TRAIN, max_epochs=2, **_train_overrides(tiny_phantoms, trained))
+    run(config_file=[*TRAIN, str(TINY_CONFIG)], max_epochs=2, **_train_overrides(tiny_phantoms, trained))
     assert "resuming from" in capsys.readouterr().out
     state = _trainer_state(trained / "checkpoint_final.pt")
     assert state["max_epochs"] == 2 and state["iteration"] == 4
@@ -78,17 +84,8 @@ def test_trained_generator_drives_the_main_command_and_evaluation(trained, tiny_
     seg.update({"bundle_root": str(BUNDLE.parent / "segmenter"), "profile": "tiny", "channels": [4, 4, 4, 4]})
     torch.save(seg.get_parsed_content("network_def").state_dict(), str(tmp_path / "seg.pt"))
     ev = tmp_path / "eval"
-    run(
-        config_file=str(CONFIGS / "evaluate.yaml"),
-        profile="tiny",
-        common_overrides=TINY,
-        ckpt_path=str(trained / "model.pt"),
-        datalist=str(tiny_phantoms),
-        output_dir=str(ev),
-        device="$torch.device('cpu')",
-        segmenter_ckpt=str(tmp_path / "seg.pt"),
-        segmenter_overrides={"channels": [4, 4, 4, 4]},
-    )
+    seg_opts = {"segmenter_ckpt": str(tmp_path / "seg.pt"), "segmenter_overrides": {"channels": [4, 4, 4, 4]}}
+    _evaluate(trained / "model.pt", tiny_phantoms, ev, **seg_opts)
     report = json.loads((ev / "metrics.json").read_text())
     test_subjects = len(json.loads(Path(tiny_phantoms).read_text())["test"])
     assert set(report["per_contrast"]) == {"t1", "t2", "flair", "t1ce"}
@@ -98,15 +95,7 @@ def test_trained_generator_drives_the_main_command_and_evaluation(trained, tiny_
         assert {"wm", "gm", "csf"} <= set(r["tissue_wasserstein"]) and 0 <= r["dice_synthetic"] <= 1
     assert "ssim_encoded" in capsys.readouterr().out
     with pytest.raises(SystemExit):  # results exist: refused without --overwrite
-        run(
-            config_file=str(CONFIGS / "evaluate.yaml"),
-            profile="tiny",
-            common_overrides=TINY,
-            ckpt_path=str(trained / "model.pt"),
-            datalist=str(tiny_phantoms),
-            output_dir=str(ev),
-            device="$torch.device('cpu')",
-        )
+        _evaluate(trained / "model.pt", tiny_phantoms, ev)
 
 
 def test_torchrun_ddp_training_on_two_cpu_processes(tiny_phantoms, tmp_path):
@@ -114,27 +103,10 @@ def test_torchrun_ddp_training_on_two_cpu_processes(tiny_phantoms, tmp_path):
     over = tmp_path / "tiny.json"
     settings = {k: v for k, v in _train_overrides(tiny_phantoms, run_dir).items() if k != "device"}  # per rank
     over.write_text(json.dumps({**settings, "max_epochs": 1, "torch_threads": 1}))
-    cfg = repr([*TRAIN, str(CONFIGS / "multi_gpu_train.yaml"), str(over)])
+    files = [*TRAIN, CONFIGS / "multi_gpu_train.yaml", TINY_CONFIG, over]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nnodes=1",
-            "--nproc_per_node=2",
-            "-m",
-            "monai.bundle",
-            "run",
-            "--config_file",
-            cfg,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        cwd=str(tmp_path),
+        [sys.executable, *torchrun_cmd(files)], capture_output=True, text=True, timeout=300, env=env, cwd=str(tmp_path)
     )
     assert res.returncode == 0, res.stderr[-3000:]
     files = sorted(p.name for p in run_dir.iterdir())

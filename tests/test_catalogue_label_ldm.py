@@ -11,9 +11,9 @@ import pytest
 from cli_harness import assert_clean_failure, bundle_cmd, files_under, run_cmd
 from label_ldm_helpers import BUNDLE, ONE_THREAD_ENV, make_tiny_weights, one_thread  # noqa: F401
 
-from brainspade.bundle import import_scripts
+from brainspade.bundle import load_scripts
 
-scripts = import_scripts(BUNDLE, "label_ldm_scripts")
+scripts = load_scripts(BUNDLE, "label_ldm_scripts")
 
 RANGE = r"accepted: 0 \(absent\) or [\d.]+ to [\d.]+ mL \(the trained range\)"
 # name: (extra inference options, pattern of the error line); every case also gets the tiny weights + output_dir

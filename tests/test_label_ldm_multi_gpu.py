@@ -4,27 +4,21 @@ from __future__ import annotations
 
 import pytest
 import torch
-from cli_harness import run_cmd
-from label_ldm_helpers import CONFIGS, ONE_THREAD_ENV, TINY, make_tiny_weights, one_thread  # noqa: F401
+from cli_harness import run_cmd, torchrun_cmd
+from label_ldm_helpers import CONFIGS, ONE_THREAD_ENV, TINY_CONFIG, make_tiny_weights, one_thread  # noqa: F401
 
 
 def _torchrun(configs: list[str], **overrides) -> list[str]:
-    files = repr([str(CONFIGS / c) for c in configs])
-    args = [
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "monai.bundle",
-        "run",
-        "--config_file",
-        files,
-    ]
-    for k, v in {"profile": "tiny", **TINY, **overrides}.items():
-        args += [f"--{k}", str(v)]
-    return args
+    """torchrun over the label_ldm configs with the tiny overlay layered last."""
+    return torchrun_cmd([*(CONFIGS / c for c in configs), TINY_CONFIG], **overrides)
+
+
+def _train(stage: str, datalist, cwd, **overrides):
+    """A short tiny training of `stage` (2 iterations, every log and checkpoint interval hit) in two torchrun
+    processes, from common.yaml, train_<stage>.yaml and multi_gpu_train_<stage>.yaml."""
+    configs = ["common.yaml", f"train_{stage}.yaml", f"multi_gpu_train_{stage}.yaml"]
+    short = dict(datalist=datalist, epoch_length=2, save_interval=2, max_epochs=1, image_log_interval=1)
+    return run_cmd(_torchrun(configs, **short, **overrides), cwd=cwd, env=ONE_THREAD_ENV)
 
 
 def _log_writers(run_dir) -> int:
@@ -34,21 +28,7 @@ def _log_writers(run_dir) -> int:
 
 def test_torchrun_two_processes_train_autoencoder(tiny_phantoms, tmp_path):
     ae_pt = tmp_path / "autoencoder.pt"
-    res = run_cmd(
-        _torchrun(
-            ["common.yaml", "train_autoencoder.yaml", "multi_gpu_train_autoencoder.yaml"],
-            datalist=tiny_phantoms,
-            epoch_length=2,
-            save_interval=2,
-            max_epochs=1,
-            run_dir=tmp_path / "ae",
-            export_path=ae_pt,
-            adv_start=1,
-            image_log_interval=1,
-        ),
-        cwd=tmp_path,
-        env=ONE_THREAD_ENV,
-    )
+    res = _train("autoencoder", tiny_phantoms, tmp_path, run_dir=tmp_path / "ae", export_path=ae_pt, adv_start=1)
     assert res.returncode == 0, res.stderr[-4000:]
     ckpt = torch.load(tmp_path / "ae" / "checkpoints" / "final.pt", map_location="cpu", weights_only=True)
     assert ckpt["trainer"]["iteration"] == 2
@@ -68,23 +48,8 @@ def test_torchrun_two_processes_train_autoencoder(tiny_phantoms, tmp_path):
 def test_torchrun_two_processes_train_diffusion(tiny_phantoms, tmp_path):
     ae_pt, _ = make_tiny_weights(tiny_phantoms, tmp_path / "w")
     dm_pt = tmp_path / "diffusion.pt"
-    res = run_cmd(
-        _torchrun(
-            ["common.yaml", "train_diffusion.yaml", "multi_gpu_train_diffusion.yaml"],
-            datalist=tiny_phantoms,
-            epoch_length=2,
-            save_interval=2,
-            max_epochs=1,
-            run_dir=tmp_path / "dm",
-            export_path=dm_pt,
-            autoencoder_path=ae_pt,
-            batch_size=1,
-            image_log_interval=1,
-            preview_steps=1,
-        ),
-        cwd=tmp_path,
-        env=ONE_THREAD_ENV,
-    )
+    dm = dict(run_dir=tmp_path / "dm", export_path=dm_pt, autoencoder_path=ae_pt, batch_size=1, preview_steps=1)
+    res = _train("diffusion", tiny_phantoms, tmp_path, **dm)
     assert res.returncode == 0, res.stderr[-4000:]
     ckpt = torch.load(tmp_path / "dm" / "checkpoints" / "final.pt", map_location="cpu", weights_only=True)
     assert ckpt["trainer"]["iteration"] == 2

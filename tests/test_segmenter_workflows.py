@@ -15,25 +15,16 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from _segmenter_helpers import (
-    BUNDLE,
-    EVALUATE,
-    INFER,
-    LOGGING,
-    META,
-    ROOT,
-    TINY_CHANNELS,
-    TRAIN,
-    run_bundle,
-    tiny_train_overrides,
-    write_nifti,
-)
+from _segmenter_helpers import BUNDLE, EVALUATE, INFER, LOGGING, META, ROOT
+from _segmenter_helpers import TINY as TINY_OVERLAY
+from _segmenter_helpers import TINY_CHANNELS, TRAIN, run_bundle, tiny_train_overrides, write_nifti
+from cli_harness import torchrun_cmd
 from monai.bundle import ConfigParser
 
-from brainspade.bundle import import_scripts
+from brainspade.bundle import load_scripts
 from brainspade.labels import LABELS, NUM_LABELS
 
-TINY = {"bundle_root": str(BUNDLE), "profile": "tiny", "channels": TINY_CHANNELS}
+TINY = {"bundle_root": str(BUNDLE), **TINY_OVERLAY}
 
 
 def _env() -> dict:
@@ -76,7 +67,7 @@ def trained(tiny_phantoms, tmp_path_factory):
 
 
 def test_training_mixes_every_data_kind(trained, tiny_phantoms):
-    scripts = import_scripts(BUNDLE, "segmenter_scripts")
+    scripts = load_scripts(BUNDLE, "segmenter_scripts")
     items = scripts.build_datalist(trained["sources"])
     kinds = {e["source"] for e in items}
     assert kinds == {"real", "synthetic", "dr"}
@@ -116,7 +107,7 @@ def test_training_checks_resume_and_overwrite_rules(trained, tmp_path):
     """Pure checks, no training: which checkpoint a run resumes from, what --overwrite removes, what is refused."""
     from brainspade.errors import InputError
 
-    scripts = import_scripts(BUNDLE, "segmenter_scripts")
+    scripts = load_scripts(BUNDLE, "segmenter_scripts")
     items = scripts.build_datalist(trained["sources"])
     out = tmp_path / "run"
     ckpts = out / "checkpoints"
@@ -259,22 +250,7 @@ def test_multi_gpu_config_trains_with_torchrun_on_cpu_gloo(tiny_phantoms, tmp_pa
     ov = tiny_train_overrides(tiny_phantoms, out, val_interval=1)
     args = tmp_path / "args.json"
     args.write_text(json.dumps(ov))
-    files = str([TRAIN, str(BUNDLE / "configs" / "multi_gpu_train.yaml")])
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nnodes=1",
-        "--nproc_per_node=2",
-        "-m",
-        "monai.bundle",
-        "run",
-        "--config_file",
-        files,
-        "--args_file",
-        str(args),
-    ]
+    cmd = [sys.executable, *torchrun_cmd([TRAIN, BUNDLE / "configs" / "multi_gpu_train.yaml"], args_file=args)]
     res = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
     assert (out / "model_final.pt").is_file()

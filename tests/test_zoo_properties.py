@@ -27,6 +27,8 @@ WORKFLOWS = [
     ("label_ldm", ["common.yaml", "train_autoencoder.yaml"], "train"),
     ("label_ldm", ["common.yaml", "train_diffusion.yaml"], "train"),
     ("label_ldm", ["common.yaml", "train_autoencoder.yaml", "paper.yaml"], "train"),
+    ("label_ldm", ["inference.yaml", "tiny.yaml"], "inference"),
+    ("label_ldm", ["common.yaml", "train_diffusion.yaml", "tiny.yaml"], "train"),
     ("label_ldm", ["common.yaml", "train_autoencoder.yaml", "multi_gpu_train_autoencoder.yaml"], "train"),
     ("label_ldm", ["common.yaml", "train_diffusion.yaml", "multi_gpu_train_diffusion.yaml"], "train"),
     ("brainspade3d", ["inference.yaml"], "inference"),
@@ -35,10 +37,14 @@ WORKFLOWS = [
     ("brainspade3d", ["evaluate.yaml"], "eval"),
     ("brainspade3d", ["common.yaml", "train.yaml"], "train"),
     ("brainspade3d", ["common.yaml", "train.yaml", "paper.yaml"], "train"),
+    ("brainspade3d", ["inference.yaml", "tiny.yaml"], "inference"),
+    ("brainspade3d", ["common.yaml", "train.yaml", "tiny.yaml"], "train"),
     ("brainspade3d", ["common.yaml", "train.yaml", "multi_gpu_train.yaml"], "train"),
     ("segmenter", ["inference.yaml"], "inference"),
     ("segmenter", ["train.yaml"], "train"),
     ("segmenter", ["train.yaml", "multi_gpu_train.yaml"], "train"),
+    ("segmenter", ["inference.yaml", "tiny.yaml"], "inference"),
+    ("segmenter", ["train.yaml", "tiny.yaml"], "train"),
     ("segmenter", ["train.yaml", "evaluate.yaml"], "eval"),
 ]
 # configs that are no workflow of their own: shared definitions, and the experiment driver's settings
