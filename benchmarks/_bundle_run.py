@@ -13,6 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 INFERENCE = ROOT / "bundles" / "brainspade3d" / "configs" / "inference.yaml"
+TINY_CONFIG = INFERENCE.parent / "tiny.yaml"
 
 
 def main_command(override_files: list[str], **options) -> list[str]:
@@ -69,17 +70,40 @@ def concurrent(commands: list[list[str]], env: dict | None = None) -> float:
     return dt
 
 
-def tiny_overrides(work: Path) -> dict:
-    """Tiny phantoms + untrained tiny weights of label_ldm and brainspade3d (smoke mode: same code paths, seconds)."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from brainspade3d_helpers import make_tiny_chain  # noqa: E402  (test helpers: the one definition of TINY)
+def untrained_weights(bundle: str, **ids) -> None:
+    """Untrained tiny weights of `bundle` at the paths in `ids` (its configs/tiny.yaml `untrained_weights`)."""
+    from monai.bundle import ConfigParser
 
+    configs = ROOT / "bundles" / bundle / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(configs / "common.yaml"), str(configs / "tiny.yaml")])
+    parser.update({"bundle_root": str(configs.parent), "device": "$torch.device('cpu')", **ids})
+    parser.get_parsed_content("untrained_weights")
+
+
+def tiny_overrides(work: Path) -> dict:
+    """Tiny phantoms + untrained tiny weights of label_ldm and brainspade3d (smoke mode: same code paths, seconds);
+    the overrides to layer after inference.yaml and TINY_CONFIG."""
     from brainspade.phantom import generate_dataset
 
     datalist = generate_dataset(
         work / "phantoms", num_subjects=3, profile="tiny", seed=0, split=(1.0, 0.0, 0.0), workers=1
     )
-    return make_tiny_chain(datalist, work / "weights")
+    weights = work / "weights"
+    weights.mkdir(parents=True, exist_ok=True)
+    ae, dm, gen = (str(weights / n) for n in ("autoencoder.pt", "diffusion.pt", "generator.pt"))
+    untrained_weights("label_ldm", datalist=str(datalist), autoencoder_path=ae, diffusion_path=dm)
+    untrained_weights("brainspade3d", ckpt_path=gen)
+    return {
+        "ckpt_path": gen,
+        "device": "$torch.device('cpu')",
+        "label_ldm_extra": {"autoencoder_path": ae, "diffusion_path": dm, "steps": 2, "max_retries": 0},
+    }
+
+
+def config_files(profile: str) -> list[str]:
+    """The overlays to layer after inference.yaml for `profile` (tiny: configs/tiny.yaml)."""
+    return [str(TINY_CONFIG)] if profile == "tiny" else []
 
 
 def overrides_for(profile: str, work: Path) -> dict:

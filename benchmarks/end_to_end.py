@@ -14,7 +14,16 @@ import argparse
 import json
 from pathlib import Path
 
-from _bundle_run import machine, main_command, measured, overrides_for, workdir, write_override, write_result
+from _bundle_run import (
+    config_files,
+    machine,
+    main_command,
+    measured,
+    overrides_for,
+    workdir,
+    write_override,
+    write_result,
+)
 
 
 def _one(override_files: list[str], out: Path, contrast: str, threads: int) -> dict:
@@ -52,7 +61,7 @@ def main() -> None:
         over = overrides_for(a.profile, work)
         if over:  # smoke mode: the default sampler with its own step count (the test overrides use 2 steps)
             over = {**over, "label_ldm_extra": {**over["label_ldm_extra"], "steps": None}}
-        base = [write_override(over, work / "base.json")] if over else []
+        base = [*config_files(a.profile), *([write_override(over, work / "base.json")] if over else [])]
         ref_over = {
             **over,
             "label_ldm_extra": {
@@ -62,7 +71,7 @@ def main() -> None:
                 "max_retries": a.reference_retries,
             },
         }
-        ref = [write_override(ref_over, work / "ref.json")]
+        ref = [*config_files(a.profile), write_override(ref_over, work / "ref.json")]
         default = _one(base, work / "default", a.contrast, a.threads)
         reference = _one(ref, work / "reference", a.contrast, a.threads)
     ratios = {k: round(reference[k] / max(default[k], 1e-9), 2) for k in ("wall_s", "pair_s", "peak_rss_mb")}

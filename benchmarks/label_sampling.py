@@ -44,24 +44,28 @@ def _machine() -> str:
 
 
 def _tiny_setup(work: Path) -> dict:
-    """Tiny phantoms + untrained tiny weights (same code paths as the shipped model, seconds)."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from label_ldm_helpers import TINY, make_tiny_weights  # noqa: E402  (test helpers: the one definition of TINY)
+    """Tiny phantoms + untrained tiny weights (same code paths as the shipped model, seconds); configs/tiny.yaml
+    gives the widths."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _bundle_run import untrained_weights
 
     from brainspade.phantom import generate_dataset
 
     datalist = generate_dataset(
         work / "phantoms", num_subjects=4, profile="tiny", seed=0, split=(1.0, 0.0, 0.0), workers=1
     )
-    ae, dm = make_tiny_weights(datalist, work / "weights")
-    return {"common_overrides": dict(TINY), "autoencoder_path": ae, "diffusion_path": dm}
+    (work / "weights").mkdir(parents=True, exist_ok=True)
+    ae, dm = str(work / "weights" / "autoencoder.pt"), str(work / "weights" / "diffusion.pt")
+    untrained_weights("label_ldm", datalist=str(datalist), autoencoder_path=ae, diffusion_path=dm)
+    return {"autoencoder_path": ae, "diffusion_path": dm}
 
 
 def _sampler(bundle: Path, profile: str, overrides: dict):
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
-    parser.read_config(str(bundle / "configs" / "inference.yaml"))
+    overlays = [str(BUNDLE / "configs" / "tiny.yaml")] if profile == "tiny" else []
+    parser.read_config([str(bundle / "configs" / "inference.yaml"), *overlays])
     parser.update({"bundle_root": str(bundle), "profile": profile, **overrides})
     sampler = parser.get_parsed_content("sampler")
     sampler.load()  # clear `error:` on missing/damaged weights before any timing

@@ -99,6 +99,7 @@ def _kwargs(net) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     import torch
+    from monai.bundle import ConfigParser
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from _bundle_run import machine, write_result
@@ -110,7 +111,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--output", default=None)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    overrides = {"profile": "tiny", "channels": [4, 8, 16, 32], "num_samples": 1} if a.quick else {}
+    overrides = (
+        {**ConfigParser.load_config_file(str(BUNDLE / "configs" / "tiny.yaml")), "num_samples": 1} if a.quick else {}
+    )
     res = {
         "benchmark": "segmenter_precision",
         "threads": a.threads,

@@ -18,7 +18,16 @@ import json
 import os
 from pathlib import Path
 
-from _bundle_run import concurrent, machine, main_command, overrides_for, workdir, write_override, write_result
+from _bundle_run import (
+    concurrent,
+    config_files,
+    machine,
+    main_command,
+    overrides_for,
+    workdir,
+    write_override,
+    write_result,
+)
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -45,7 +54,7 @@ def main() -> None:
     with workdir() as tmp:
         work = Path(tmp)
         over = overrides_for(a.profile, work)
-        files = [write_override(over, work / "over.json")] if over else []
+        files = [*config_files(a.profile), *([write_override(over, work / "over.json")] if over else [])]
         opts = {"num_samples": a.num_samples, "seed": 0, "preview": False}
         t1 = concurrent([main_command(files, output_dir=work / "one", **opts)], env)
         tp = concurrent(
