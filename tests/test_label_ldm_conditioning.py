@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from label_ldm_helpers import BUNDLE
 
-from brainspade.bundle import import_scripts
+from brainspade.bundle import load_scripts
 from brainspade.errors import InputError
 
-scripts = import_scripts(BUNDLE, "label_ldm_scripts")
+scripts = load_scripts(BUNDLE, "label_ldm_scripts")
 
 # training table (mL): healthy, WMH only, tumour (all parts), WMH + tumour
 TRAIN = np.array(

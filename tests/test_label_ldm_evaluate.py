@@ -49,10 +49,10 @@ def test_evaluate_config_runs_and_saves_all_metrics(tiny_phantoms, tmp_path, cap
 def test_lesion_components_counts_separate_lesions_where_present():
     import importlib
 
-    from brainspade.bundle import import_scripts
+    from brainspade.bundle import load_scripts
     from brainspade.labels import LABEL_CODES
 
-    import_scripts(BUNDLE, "label_ldm_scripts")
+    load_scripts(BUNDLE, "label_ldm_scripts")
     scripts = importlib.import_module("label_ldm_scripts.evaluate")  # the package exports `evaluate`, the function
     wmh, core = LABEL_CODES["wmh"], LABEL_CODES["tumour"]
 

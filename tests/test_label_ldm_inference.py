@@ -18,12 +18,12 @@ from label_ldm_helpers import (  # noqa: F401
     one_thread,
 )
 
-from brainspade.bundle import bundle_config, import_scripts
+from brainspade.bundle import bundle_config, load_scripts
 from brainspade.errors import InputError
 from brainspade.labels import CONDITION_KEYS, LABEL_CODES, int_to_pv, pv_to_int
 from brainspade.profiles import get_profile
 
-scripts = import_scripts(BUNDLE, "label_ldm_scripts")
+scripts = load_scripts(BUNDLE, "label_ldm_scripts")
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ import pytest
 from label_ldm_helpers import BUNDLE
 from scipy import ndimage
 
-from brainspade.bundle import import_scripts
+from brainspade.bundle import load_scripts
 from brainspade.labels import LABEL_CODES, int_to_pv, lesion_volumes_ml, pv_to_int
 
-scripts = import_scripts(BUNDLE, "label_ldm_scripts")
+scripts = load_scripts(BUNDLE, "label_ldm_scripts")
 VOXEL_MM3 = 8.0  # 2 mm: 125 voxels per mL
 
 

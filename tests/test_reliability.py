@@ -249,9 +249,9 @@ def test_missing_or_singular_geometry_is_refused_everywhere(tmp_path, case):
         pattern = r"no usable geometry \(singular or non-finite affine\)"
     with pytest.raises(InputError, match=pattern):
         load_nifti(path)
-    from brainspade.bundle import import_scripts
+    from brainspade.bundle import load_scripts
 
-    seg = import_scripts(Path(__file__).resolve().parent.parent / "bundles" / "segmenter", "segmenter_scripts")
+    seg = load_scripts(Path(__file__).resolve().parent.parent / "bundles" / "segmenter", "segmenter_scripts")
     with pytest.raises(InputError, match=pattern):
         seg.inference.check_image(path)
 
@@ -275,9 +275,9 @@ def test_a_header_declaring_a_huge_volume_is_refused_before_reading(tmp_path):
 
 
 def test_an_image_too_large_once_resampled_is_refused(tmp_path):
-    from brainspade.bundle import import_scripts
+    from brainspade.bundle import load_scripts
 
-    seg = import_scripts(Path(__file__).resolve().parent.parent / "bundles" / "segmenter", "segmenter_scripts")
+    seg = load_scripts(Path(__file__).resolve().parent.parent / "bundles" / "segmenter", "segmenter_scripts")
     path = _write(tmp_path / "coarse.nii.gz", np.ones((16, 16, 16), np.float32), np.diag([100.0, 100.0, 100.0, 1]))
     with pytest.raises(InputError, match=r"once resampled to 2 mm; accepted: at most"):
         seg.inference.check_image(path)
@@ -357,11 +357,11 @@ def test_a_second_run_into_the_same_samples_is_refused(chain, capsys):
 def test_disk_full_leaves_no_half_sample(chain, monkeypatch, capsys):
     import errno
 
-    from brainspade.bundle import import_scripts
+    from brainspade.bundle import load_scripts
 
     d, overrides, _ = chain
     out = d / "full"
-    b3d = import_scripts(Path(__file__).resolve().parent.parent / "bundles" / "brainspade3d", "brainspade3d_scripts")
+    b3d = load_scripts(Path(__file__).resolve().parent.parent / "bundles" / "brainspade3d", "brainspade3d_scripts")
     real_save = b3d.inference.save_nifti
 
     def save(path, data, affine, **kw):  # the t1 image fits, the label map does not
@@ -402,9 +402,9 @@ def test_deeply_nested_json_is_one_error(tmp_path):
 
 
 def test_a_training_entry_that_is_not_an_image_is_named(tmp_path):
-    from brainspade.bundle import import_scripts
+    from brainspade.bundle import load_scripts
 
-    seg = import_scripts(Path(__file__).resolve().parent.parent / "bundles" / "segmenter", "segmenter_scripts")
+    seg = load_scripts(Path(__file__).resolve().parent.parent / "bundles" / "segmenter", "segmenter_scripts")
     notes = tmp_path / "notes.nii.gz"
     notes.write_text("not an image")
     with pytest.raises(InputError, match=r"training entry 0: image file .* is not a readable NIfTI image"):
@@ -427,10 +427,10 @@ def test_segmenter_weights_of_another_network_are_one_error_line(seg_run, tmp_pa
 def test_segmenter_disk_full_keeps_nothing_half_written(seg_run, tmp_path, monkeypatch, capsys):
     import errno
 
-    from brainspade.bundle import import_scripts
+    from brainspade.bundle import load_scripts
 
     _, _, img, _, tiny = seg_run
-    seg = import_scripts(Path(__file__).resolve().parent.parent / "bundles" / "segmenter", "segmenter_scripts")
+    seg = load_scripts(Path(__file__).resolve().parent.parent / "bundles" / "segmenter", "segmenter_scripts")
     real = seg.transforms.save_json
 
     def full(path, obj):  # the label image fits, the volumes JSON does not

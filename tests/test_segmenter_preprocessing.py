@@ -11,11 +11,11 @@ from _segmenter_helpers import BUNDLE, INFER, TRAIN
 from monai.bundle import ConfigParser
 from monai.transforms import Compose, ScaleIntensityRangePercentilesd
 
-from brainspade.bundle import import_scripts
+from brainspade.bundle import load_scripts
 from brainspade.labels import NUM_LABELS
 from brainspade.realscan import write_mni_t1
 
-scripts = import_scripts(BUNDLE, "segmenter_scripts")
+scripts = load_scripts(BUNDLE, "segmenter_scripts")
 
 
 def _parser(config: str, **overrides) -> ConfigParser:
