@@ -5,6 +5,7 @@ wrapped in DistributedDataParallel, and which rank writes files."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import torch
 
@@ -40,3 +41,14 @@ def is_rank0() -> bool:
 def destroy_process_group() -> None:
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+def rank_handlers(handlers: Sequence) -> list:
+    """The training handlers this rank attaches: all of them on rank 0; elsewhere those that must act in step on
+    every rank (LR schedule, validation, checkpoint loading, time limit), without the ones that log or write
+    files (checkpoint savers, stats and TensorBoard writers, metric savers). `None` entries (disabled) are dropped."""
+    from monai.handlers import CheckpointSaver, MetricsSaver, StatsHandler, TensorBoardStatsHandler
+
+    writers = (CheckpointSaver, StatsHandler, TensorBoardStatsHandler, MetricsSaver)
+    kept = [h for h in handlers if h is not None]
+    return kept if is_rank0() else [h for h in kept if not isinstance(h, writers)]

@@ -36,3 +36,18 @@ def test_ddp_wraps_the_network_on_the_rank_device(one_process_group):
     out = net(torch.ones(4, 3))
     out.sum().backward()  # the gradient all-reduce runs
     assert net.module.weight.grad is not None
+
+
+def test_rank_handlers_keep_writers_on_rank0_only(monkeypatch):
+    from monai.handlers import CheckpointLoader, CheckpointSaver, LrScheduleHandler, StatsHandler
+
+    from brainspade.handlers import TimeLimitHandler
+
+    saver = CheckpointSaver(save_dir="unused", save_dict={"x": torch.nn.Linear(1, 1)})
+    loader = CheckpointLoader(load_path="unused.pt", load_dict={"x": torch.nn.Linear(1, 1)})
+    lr = LrScheduleHandler(torch.optim.lr_scheduler.StepLR(torch.optim.SGD([torch.zeros(1)], lr=1.0), 1))
+    stats, limit = StatsHandler(), TimeLimitHandler(10)
+    handlers = [loader, saver, None, lr, stats, limit]
+    assert distributed.rank_handlers(handlers) == [loader, saver, lr, stats, limit]
+    monkeypatch.setattr(distributed, "is_rank0", lambda: False)
+    assert distributed.rank_handlers(handlers) == [loader, lr, limit]  # in step on every rank; no writers

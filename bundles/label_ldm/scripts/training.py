@@ -20,9 +20,8 @@ import torch
 import torch.nn.functional as F
 from ignite.engine import Engine, Events
 
-from brainspade.distributed import is_rank0
+from brainspade.distributed import is_rank0, rank_handlers
 from brainspade.errors import InputError
-from brainspade.handlers import TimeLimitHandler
 from brainspade.io import load_nifti
 
 from .conditioning import normalise_volumes
@@ -175,15 +174,10 @@ class ImageLogHandler:
 
 
 def attach_handlers(trainer: Engine, handlers: list) -> None:
-    """Attach the training handlers. Under torchrun, ranks other than 0 attach only those that must act in step
-    on every rank (resume from the checkpoint, time limit): rank 0 alone writes checkpoints, logs and previews."""
-    from monai.handlers import CheckpointLoader
-
-    for h in handlers:
-        if h is None:
-            continue
-        if is_rank0() or isinstance(h, (CheckpointLoader, TimeLimitHandler)):
-            h.attach(trainer)
+    """Attach the training handlers; under torchrun rank 0 alone writes checkpoints and logs (`rank_handlers`;
+    the previews are disabled off rank 0 in the configs)."""
+    for h in rank_handlers(handlers):
+        h.attach(trainer)
 
 
 @torch.no_grad()

@@ -27,7 +27,6 @@ from .train_utils import (
     check_training,
     client_loads_weights,
     finish_evaluation,
-    rank_handlers,
 )
 from .transforms import RandLabelToIntensityd, SaveSegmentationd
 
@@ -44,7 +43,6 @@ __all__ = [
     "check_items",
     "check_training",
     "finish_evaluation",
-    "rank_handlers",
     "RandLabelToIntensityd",
     "SaveSegmentationd",
     "RandSkullStripd",

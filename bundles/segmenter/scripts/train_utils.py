@@ -206,15 +206,6 @@ def finish_evaluation(output_dir: str | Path, spacing_mm: float = 1.0, include_b
     return table
 
 
-def rank_handlers(handlers: Sequence, is_rank0: bool) -> list:
-    """Handlers for one torchrun rank: every rank keeps what must run in step on all ranks (LR schedule,
-    validation, checkpoint loading); only rank 0 keeps those that log or write files."""
-    from monai.handlers import CheckpointSaver, MetricsSaver, StatsHandler, TensorBoardStatsHandler
-
-    writers = (CheckpointSaver, StatsHandler, TensorBoardStatsHandler, MetricsSaver)
-    return list(handlers) if is_rank0 else [h for h in handlers if not isinstance(h, writers)]
-
-
 class ValidationCurve:
     """Record Dice per label after every validation: one JSON line per round in `path` (with the trainer's
     iteration and time), so the docs can show where training flattened. Reads the per-image, per-label scores
