@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = ["brainspade", "bundles", "tests", "benchmarks", "integrations"]
+SOURCES = ["brainspade", "bundles", "tests", "benchmarks", "integrations", "experiments"]
 
 
 @pytest.mark.parametrize(

@@ -293,7 +293,7 @@ def test_experiment_driver_end_to_end_and_resumes(tiny_phantoms, tmp_path, capsy
     argv = ["--jobs", "2", "--seeds", "0", "--arms", "real_only,real_synthetic"]
     for k, v in sets.items():
         argv += ["--set", f"{k}={json.dumps(v)}"]
-    experiment = _load_module("segmenter_experiment_driver", BUNDLE / "scripts" / "experiment.py")
+    experiment = _load_module("segmenter_experiment_driver", ROOT / "experiments" / "synthetic_value" / "experiment.py")
     experiment.main(argv)  # the driver in this process; each (arm, seed) runs in its own subprocess
     summary = json.loads((tmp_path / "docs" / "experiment.json").read_text())
     assert set(summary["arms"]) == {"real_only", "real_synthetic"}

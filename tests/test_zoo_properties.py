@@ -47,9 +47,8 @@ WORKFLOWS = [
     ("segmenter", ["train.yaml", "tiny.yaml"], "train"),
     ("segmenter", ["train.yaml", "evaluate.yaml"], "eval"),
 ]
-# configs that are no workflow of their own: shared definitions, and the experiment driver's settings
-# (read by scripts/experiment.py, which runs train.yaml / evaluate.yaml with them)
-NOT_WORKFLOWS = {("label_ldm", "common.yaml"), ("brainspade3d", "common.yaml"), ("segmenter", "experiment.yaml")}
+# configs that are no workflow of their own: shared definitions
+NOT_WORKFLOWS = {("label_ldm", "common.yaml"), ("brainspade3d", "common.yaml")}
 
 
 def _files(bundle: str, configs: list[str]) -> list[str]:

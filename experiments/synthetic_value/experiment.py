@@ -1,13 +1,13 @@
-"""Run the segmenter experiment described by configs/experiment.yaml and report it.
+"""Run the study described by experiment.yaml (what synthetic pairs are worth to a segmenter) and report it.
 
-    python bundles/segmenter/scripts/experiment.py --config_file bundles/segmenter/configs/experiment.yaml --jobs 2
+    python experiments/synthetic_value/experiment.py --jobs 2
 
 For each (arm, seed) one process runs `monai.bundle.run` on configs/train.yaml with the arm's
 `train_sources` and the shared overrides, then configs/train.yaml + configs/evaluate.yaml on the test
 set (`--jobs` such processes at a time, one CPU thread each). Finished runs are skipped and an unfinished
 training resumes from its last epoch checkpoint, so an interrupted experiment continues where it stopped.
-Finally it writes docs/experiment.json (Dice per label per run, mean ± sd per arm, targets), docs/experiment.md (table)
-and docs/experiment.png (plot).
+Finally it writes experiment.json (Dice per label per run, mean ± sd per arm, targets), experiment.md (table) and
+experiment.png (plot) beside this file. A study, not a bundle component: it drives the segmenter bundle's configs.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-BUNDLE = Path(__file__).resolve().parent.parent
-REPO = BUNDLE.parent.parent
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+BUNDLE = REPO / "bundles" / "segmenter"  # the bundle every arm trains
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
@@ -363,7 +364,7 @@ def check_data(conf: dict, arms: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config_file", default=str(BUNDLE / "configs" / "experiment.yaml"))
+    ap.add_argument("--config_file", default=str(HERE / "experiment.yaml"))
     ap.add_argument("--jobs", type=int, default=2, help="runs in parallel (one CPU thread each)")
     ap.add_argument("--arms", default="", help="comma list (default: all arms of the config)")
     ap.add_argument("--seeds", default="", help="comma list (default: the config's seeds)")
@@ -401,8 +402,7 @@ def main(argv: list[str] | None = None) -> None:
         "test_datalist": os.path.relpath(conf["test_datalist"], conf["repo_root"]),
         "arms": {k: v for k, v in conf["arms"].items() if k in arms},
         "seeds": seeds,
-        "command": "python bundles/segmenter/scripts/experiment.py --config_file "
-        "bundles/segmenter/configs/experiment.yaml --jobs " + str(a.jobs),
+        "command": "python experiments/synthetic_value/experiment.py --jobs " + str(a.jobs),
     }
     settings = json.loads(json.dumps(settings).replace(str(conf["repo_root"]) + "/", ""))
     if summary["arms"]:
