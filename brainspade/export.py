@@ -59,7 +59,6 @@ SCRIPTS_LOADER = f"$runpy.run_path(os.path.join(@bundle_root, 'scripts', {LIB!r}
 _FROM_IMPORT = re.compile(r"^(\s*)from brainspade((?:\.\w+)*) import ", re.M)
 _PLAIN_IMPORT = re.compile(r"^\s*import brainspade\b", re.M)
 _CFG_IMPORT = re.compile(r"^\s*- \$(?:import brainspade(?:\.\w+)*|from brainspade\.\w+ import .*)\s*\n", re.M)
-_ALIAS_COMMENT = re.compile(r"^\s*# alias: monai 1\.6\.1 ast-parses.*\n(?=\s*- \$from brainspade)", re.M)
 _FIND_ROOT = re.compile(r"""^(\s*)([\w#]+): "\$brainspade\.bundle\.find_bundle_root\('(\w+)'\)"(.*)$""", re.M)
 _LOAD_SCRIPTS = re.compile(r"""^scripts: "\$brainspade\.bundle\.load_scripts\(@bundle_root, '(\w+)'\)"(.*)$""", re.M)
 _TARGET = re.compile(r"""_target_: brainspade\.([\w.]+)""")
@@ -90,7 +89,6 @@ def rewrite_lib(text: str, depth: int) -> str:
 def rewrite_config(text: str, bundle: str) -> tuple[str, set[str]]:
     """A config without `brainspade`: returns the new text and the shared modules its expressions use."""
     used: set[str] = set()
-    text = _ALIAS_COMMENT.sub("", text)
     text = _CFG_IMPORT.sub("", text)
 
     def root(m: re.Match) -> str:
