@@ -19,7 +19,7 @@ from pathlib import Path
 from brainspade.bundle import latest_checkpoint
 from brainspade.cli import parse_bool
 from brainspade.errors import InputError
-from brainspade.io import save_json
+from brainspade.io import atomic_write, save_json
 from brainspade.labels import LABELS
 from brainspade.weights import load_into, read_weights, state_dict_in
 
@@ -292,14 +292,10 @@ class PublishModel:
             return
         if idist.get_rank() != 0:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            if self.best_model.is_file():
-                shutil.copyfile(self.best_model, tmp)
-            else:
-                torch.save(getattr(self.network, "module", self.network).state_dict(), tmp)
-            os.replace(tmp, self.path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        if self.best_model.is_file():
+            atomic_write(self.path, lambda tmp: shutil.copyfile(self.best_model, tmp))
+        else:
+            atomic_write(
+                self.path, lambda tmp: torch.save(getattr(self.network, "module", self.network).state_dict(), tmp)
+            )
         log.info(f"published the trained model to {self.path}")
