@@ -24,6 +24,8 @@ from brainspade3d_helpers import (
 from cli_harness import torchrun_cmd
 from monai.bundle import ConfigParser, run
 
+from brainspade.bundle import load_scripts
+
 _one_thread = pytest.fixture(scope="module", autouse=True)(one_torch_thread)
 TRAIN = [str(CONFIGS / "common.yaml"), str(CONFIGS / "train.yaml")]
 
@@ -143,3 +145,45 @@ def test_gradient_checkpointing_gives_the_same_outputs_and_gradients():
         assert a.grad is not None and torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-7), name
         checked += "decoder.blocks" in name
     assert checked > 0
+
+
+def test_patch_windows_sit_on_the_decoder_grid_and_are_clipped_to_the_volume():
+    patch_window = load_scripts(BUNDLE, "brainspade3d_scripts").networks.patch_window
+    gen = torch.Generator().manual_seed(0)
+    corners = set()
+    for _ in range(50):
+        vox, lat = patch_window([96, 96, 64], [64, 64, 64], 16, gen)
+        assert [s.stop - s.start for s in vox] == [64, 64, 64]
+        for v, c in zip(vox, lat, strict=True):
+            assert v.start % 16 == 0 and (c.start, c.stop) == (v.start // 16, v.stop // 16)
+        corners.add(vox[0].start)
+    assert corners == {0, 16, 32} and vox[2] == slice(0, 64)  # every corner drawn; the 64-voxel side is whole
+    assert patch_window([32, 32, 32], [64, 64, 64], 4, gen)[0] == (slice(0, 32),) * 3
+    with pytest.raises(ValueError, match="multiples of 16"):
+        patch_window([96, 96, 96], [40, 40, 40], 16, gen)
+
+
+def test_a_window_of_the_whole_first_grid_decodes_as_the_whole_volume_and_a_patch_keeps_its_shape():
+    torch.manual_seed(0)
+    net = common_parser().get_parsed_content("network_def").eval()
+    pv = torch.softmax(torch.randn(1, 10, 32, 32, 32, generator=torch.Generator().manual_seed(1)), 1)
+    z = torch.randn(1, TINY["z_dim"], generator=torch.Generator().manual_seed(2))
+    c = torch.tensor([1])
+    cells = 32 // net.grid_step
+    with torch.no_grad():
+        whole = net.decode(pv, c, z)
+        windowed = net.decode(pv, c, z, (slice(0, cells),) * 3)
+        patch = net.decode(pv[..., :16, 8:24, :], c, z, (slice(0, 4), slice(2, 6), slice(0, cells)))
+    assert torch.equal(whole, windowed)
+    assert patch.shape == (1, 1, 16, 16, 32) and torch.isfinite(patch).all()
+
+
+def test_the_exported_generator_is_the_ema_copy(trained):
+    """model.pt holds the EMA weights saved in the checkpoint (not the raw generator's), in the plain format."""
+    ckpt = torch.load(str(trained / "checkpoint_final.pt"), map_location="cpu", weights_only=True)
+    exported = torch.load(str(trained / "model.pt"), map_location="cpu", weights_only=True)
+    ema = {k.removeprefix("module."): v for k, v in ckpt["ema"].items() if k.startswith("module.")}
+    assert exported.keys() == ckpt["generator"].keys() == ema.keys()
+    assert all(torch.equal(exported[k], ema[k]) for k in exported)
+    assert int(ckpt["ema"]["n_averaged"]) == _trainer_state(trained / "checkpoint_final.pt")["iteration"]
+    assert any(not torch.equal(exported[k], ckpt["generator"][k]) for k in exported if exported[k].is_floating_point())

@@ -99,39 +99,77 @@ class ContrastSPADENet(nn.Module):
         """Style encoder (SPADENet's VAE encoder): image -> (mu, logvar)."""
         return self.spade.encoder(image)
 
-    def decode(self, pv: torch.Tensor, contrast: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def decode(
+        self, pv: torch.Tensor, contrast: torch.Tensor, z: torch.Tensor, latent_window: tuple[slice, ...] | None = None
+    ) -> torch.Tensor:
+        """Label map + contrast + style code -> image. `latent_window`: `pv` is a patch of the full grid whose
+        corner and size are multiples of `self.grid_step`; the slices pick its cells of the decoder's first grid
+        (see `patch_window`), so a patch is decoded as it would be inside the whole volume (patch training)."""
         seg = self.condition(pv, contrast)
-        feat = self._spade_decode(seg, z)
+        feat = self._spade_decode(seg, z, latent_window)
         out = self.head(torch.cat([feat, seg], 1))
         if self.mask_background:
             out = out * (1.0 - pv[:, :1])
         return out
 
-    def _spade_decode(self, seg: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """SPADENet.decode, with each SPADE residual block checkpointed when training with `use_checkpoint`.
+    @property
+    def grid_step(self) -> int:
+        """Voxels per cell of the decoder's first grid: patch corners and sides must be multiples of it."""
+        return 2 ** len(self.spade.decoder.blocks)
 
-        MONAI's SPADEDecoder has no checkpointing option, so its forward loop (fc -> blocks with upsampling ->
-        last conv) is spelled out here over the same submodules: the weights and outputs are unchanged.
+    def _spade_decode(
+        self, seg: torch.Tensor, z: torch.Tensor, latent_window: tuple[slice, ...] | None = None
+    ) -> torch.Tensor:
+        """SPADENet.decode, over a window of its first grid, with each SPADE residual block checkpointed when
+        training with `use_checkpoint`.
+
+        MONAI's SPADEDecoder maps the style code to a fixed first grid (a Linear layer sized by the whole
+        volume) and has no checkpointing option, so its forward loop (fc -> blocks with upsampling -> last conv)
+        is spelled out here over the same submodules: with no window the weights and outputs are unchanged.
         """
         dec = self.spade.decoder
-        if not (self.use_checkpoint and self.training and torch.is_grad_enabled()):
-            return dec(seg, z)
         x = dec.fc(z).view(-1, dec.num_channels[0], *dec.latent_spatial_shape)
+        if latent_window is not None:
+            x = x[(slice(None), slice(None), *latent_window)]
+        ckpt = self.use_checkpoint and self.training and torch.is_grad_enabled()
         for block in dec.blocks:
-            x = dec.upsampling(checkpoint(block, x, seg, use_reentrant=False))
+            x = dec.upsampling(checkpoint(block, x, seg, use_reentrant=False) if ckpt else block(x, seg))
         return dec.last_conv(x)
 
     def sample_z(self, batch: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
         return torch.randn(batch, self.z_dim, generator=generator, device=device)
 
     def forward(
-        self, pv: torch.Tensor, contrast: torch.Tensor, image: torch.Tensor | None = None, z: torch.Tensor | None = None
+        self,
+        pv: torch.Tensor,
+        contrast: torch.Tensor,
+        image: torch.Tensor | None = None,
+        z: torch.Tensor | None = None,
+        latent_window: tuple[slice, ...] | None = None,
     ):
-        """With `image`: returns (fake, mu, logvar) (training / style transfer); else decodes `z` (or N(0,1))."""
+        """With `image` (the whole volume): returns (fake, mu, logvar) (training / style transfer); else decodes `z`
+        (or N(0,1)). With `latent_window`, `pv` is the matching patch (see `decode`)."""
         if image is not None:
             mu, logvar = self.encode(image)
             z = self.spade.encoder.reparameterize(mu, logvar)
-            return self.decode(pv, contrast, z), mu, logvar
+            return self.decode(pv, contrast, z, latent_window), mu, logvar
         if z is None:
             z = self.sample_z(pv.shape[0], device=pv.device)
         return self.decode(pv, contrast, z)
+
+
+def patch_window(
+    shape: Sequence[int], patch: Sequence[int], step: int, generator: torch.Generator | None = None
+) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """A random patch of a volume of `shape`, its corner on the decoder's `step`-voxel grid: (voxel slices, latent
+    slices). Sides are clipped to the volume; every side of `shape` and `patch` must divide by `step`."""
+    vox, lat = [], []
+    for size, side in zip(shape, patch, strict=True):
+        side = min(int(side), int(size))
+        if size % step or side % step:
+            raise ValueError(f"patch {list(patch)} and volume {list(shape)} must be multiples of {step} voxels")
+        cells = (size - side) // step + 1
+        corner = int(torch.randint(cells, (1,), generator=generator)) * step
+        vox.append(slice(corner, corner + side))
+        lat.append(slice(corner // step, (corner + side) // step))
+    return tuple(vox), tuple(lat)

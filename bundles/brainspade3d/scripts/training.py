@@ -9,6 +9,12 @@ Losses (weights from the config): generator = adv (PatchAdversarialLoss) + fm * 
 (L1 between discriminator features of real and fake) + rec * L1 inside the brain + kl * KL(style code).
 No perceptual term: the reference's comes from downloaded MedicalNet weights, which the project does
 not use; the discriminator's feature matching plays that role.
+
+Patch training: the style encoder sees the whole image (its code is the volume's appearance), while the decoder,
+the reconstruction and the discriminator run on a random patch on the decoder's first grid (`patch_window`), which
+is where the time goes. bf16 autocast (CPU with AVX-512 BF16, or CUDA) needs no loss scaling; fp16 AMP (CUDA
+without bf16) keeps its GradScaler. An EMA copy of the generator (torch's `AveragedModel`) is updated after each
+generator step; it is the one exported for sampling.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from contextlib import nullcontext
 import torch
 
 from brainspade.bundle import latest_checkpoint
+
+from .networks import patch_window
 
 
 def _unwrap(net: torch.nn.Module) -> torch.nn.Module:
@@ -64,16 +72,24 @@ class SPADEGANStep:
         lambda_rec: float = 10.0,
         lambda_kl: float = 0.05,
         amp: bool = False,
+        bf16: bool = False,
+        patch_size: list[int] | None = None,
+        ema: torch.optim.swa_utils.AveragedModel | None = None,
     ):
         self.g, self.d = generator, discriminator
         self.g_opt, self.d_opt = g_optimizer, d_optimizer
         self.adv = adversarial_loss
         self.w = {"adv": float(lambda_adv), "fm": float(lambda_fm), "rec": float(lambda_rec), "kl": float(lambda_kl)}
-        self.amp = bool(amp) and torch.cuda.is_available()
+        self.bf16 = bool(bf16)
+        self.amp = bool(amp) and torch.cuda.is_available() and not self.bf16
         self.g_scaler = torch.amp.GradScaler("cuda") if self.amp else None
         self.d_scaler = torch.amp.GradScaler("cuda") if self.amp else None
+        self.patch_size = list(patch_size) if patch_size else None
+        self.ema = ema
 
-    def _autocast(self):
+    def _autocast(self, device: torch.device):
+        if self.bf16:
+            return torch.autocast(device.type, dtype=torch.bfloat16)
         return torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
 
     def _step(self, loss, opt, scaler):
@@ -86,6 +102,14 @@ class SPADEGANStep:
             scaler.step(opt)
             scaler.update()
 
+    def _patch(self, pv: torch.Tensor, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple | None]:
+        """(label patch, image patch, latent window): the whole volume when training without patches."""
+        if self.patch_size is None:
+            return pv, image, None
+        vox, lat = patch_window(pv.shape[2:], self.patch_size, _unwrap(self.g).grid_step)
+        index = (slice(None), slice(None), *vox)
+        return pv[index], image[index], lat
+
     def __call__(self, engine, batch: dict) -> dict:
         device = engine.state.device
         pv = batch["pv"].to(device, non_blocking=True).float()
@@ -93,44 +117,50 @@ class SPADEGANStep:
         contrast = torch.as_tensor(batch["contrast"]).to(device).long().reshape(-1)
         self.g.train()
         self.d.train()
-        cond = _unwrap(self.g).condition(pv, contrast)
-        real_in = torch.cat([image, cond], 1)
+        pv_p, image_p, window = self._patch(pv, image)
+        cond = _unwrap(self.g).condition(pv_p, contrast)
+        real_in = torch.cat([image_p, cond], 1)
 
         # generator update (discriminator grads computed here are discarded by the zero_grad below)
-        with self._autocast():
-            fake, mu, logvar = self.g(pv, contrast, image)
+        with self._autocast(device):
+            fake, mu, logvar = self.g(pv_p, contrast, image, latent_window=window)
             fake_out, fake_feats = self.d(torch.cat([fake, cond], 1))
             with torch.no_grad():
                 _, real_feats = self.d(real_in)
             adv = self.adv(fake_out, target_is_real=True, for_discriminator=False)
             fm = feature_matching(fake_feats, real_feats)
-        rec = masked_l1(fake.float(), image, pv)
+        rec = masked_l1(fake.float(), image_p, pv_p)
         kl = kl_loss(mu.float(), logvar.float())
-        g_loss = self.w["adv"] * adv + self.w["fm"] * fm + self.w["rec"] * rec + self.w["kl"] * kl
+        g_loss = self.w["adv"] * adv.float() + self.w["fm"] * fm.float() + self.w["rec"] * rec + self.w["kl"] * kl
         self._step(g_loss, self.g_opt, self.g_scaler)
+        if self.ema is not None:
+            self.ema.update_parameters(_unwrap(self.g))
+        d_loss = self._discriminator_step(fake.detach(), cond, real_in, device)
+        out = {"g_loss": g_loss.item(), "d_loss": d_loss.item(), "adv": adv.item(), "fm": fm.item()}
+        out.update(rec=rec.item(), kl=kl.item())
+        engine.state.metrics.update(out)  # TensorBoardStatsHandler / StatsHandler read them from here too
+        return out
 
-        # discriminator update: fake and real in one forward (one DDP forward per backward; the discriminator's
-        # instance norm is per sample, so this equals two separate passes)
-        with self._autocast():
-            b = image.shape[0]
-            d_out, _ = self.d(torch.cat([torch.cat([fake.detach(), cond], 1), real_in], 0))
-            d_fake, d_real = [o[:b] for o in d_out], [o[b:] for o in d_out]
+    def _discriminator_step(self, fake, cond, real_in, device) -> torch.Tensor:
+        """Fake and real in one forward (one DDP forward per backward; the discriminator's instance norm is per
+        sample, so this equals two separate passes)."""
+        with self._autocast(device):
+            b = fake.shape[0]
+            d_out, _ = self.d(torch.cat([torch.cat([fake, cond], 1), real_in], 0))
+            d_fake, d_real = [o[:b].float() for o in d_out], [o[b:].float() for o in d_out]
             d_loss = 0.5 * (
                 self.adv(d_fake, target_is_real=False, for_discriminator=True)
                 + self.adv(d_real, target_is_real=True, for_discriminator=True)
             )
         self._step(d_loss, self.d_opt, self.d_scaler)
+        return d_loss
 
-        out = {
-            "g_loss": g_loss.item(),
-            "d_loss": d_loss.item(),
-            "adv": adv.item(),
-            "fm": fm.item(),
-            "rec": rec.item(),
-            "kl": kl.item(),
-        }
-        engine.state.metrics.update(out)  # TensorBoardStatsHandler / StatsHandler read them from here too
-        return out
+
+def generator_ema(generator: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """torch's EMA of the generator's weights and buffers (the exported, sampled copy)."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(_unwrap(generator), multi_avg_fn=get_ema_multi_avg_fn(float(decay)), use_buffers=True)
 
 
 def resume_handlers(run_dir: str, load_dict: dict, map_location=None, enabled: bool = True) -> list:
