@@ -1,10 +1,17 @@
-"""label_ldm training configs: a few tiny steps of both stages through monai.bundle, then resume."""
+"""label_ldm training configs: a few tiny steps of both stages through monai.bundle, then resume (EMA weights and the
+learning-rate schedule restored); the recipe's pieces (bf16 rule, warm-up + cosine factor, old checkpoints)."""
 
 from __future__ import annotations
 
+import pytest
 import torch
-from label_ldm_helpers import CONFIGS, TINY, TINY_CONFIG, one_thread  # noqa: F401  (autouse fixture)
+from label_ldm_helpers import BUNDLE, CONFIGS, TINY, TINY_CONFIG, common_parser, one_thread  # noqa: F401
 from monai.bundle import run
+
+from brainspade.bundle import load_scripts
+from brainspade.errors import InputError
+
+scripts = load_scripts(BUNDLE, "label_ldm_scripts")
 
 COMMON = str(CONFIGS / "common.yaml")
 
@@ -57,3 +64,68 @@ def test_both_stages_train_resume_and_export(tiny_phantoms, tmp_path):
     assert "train_loss" in tags, tags  # the diffusion loss curve reaches TensorBoard
     assert d["cond_max"].shape == (4,) and d["train_conditions"].shape[1] == 4
     assert list(d["latent_shape"].tolist()) == [TINY["latent_channels"], 8, 8, 8]
+    # resume restored the EMA (4 updates, not 2 since the restart) and the schedule (4 steps); the export and the
+    # sampler's loading from a checkpoint both take the EMA weights
+    ckpt = torch.load(dm_run / "checkpoints" / "final.pt", map_location="cpu", weights_only=True)
+    assert int(ckpt["ema"]["n_averaged"]) == 4 and ckpt["lr_scheduler"]["last_epoch"] == 4
+    assert d["weights"] == "ema" and all(torch.equal(v, ckpt["ema"][f"module.{k}"]) for k, v in d["diffusion"].items())
+    assert any(not torch.equal(v, ckpt["diffusion"][k]) for k, v in d["diffusion"].items())  # EMA != raw weights
+    net = common_parser().get_parsed_content("network_def")
+    scripts.load_weights(net, dm_run / "checkpoints" / "final.pt", "diffusion")
+    assert all(torch.equal(v, d["diffusion"][k]) for k, v in net.state_dict().items())
+    ae_ckpt = torch.load(ae_run / "checkpoints" / "final.pt", map_location="cpu", weights_only=True)
+    assert ae_ckpt["lr_scheduler"]["last_epoch"] == 4
+
+
+def test_warmup_cosine_factor():
+    f = scripts.WarmupCosine(total_iters=110, warmup_iters=10, min_factor=0.1, start_factor=0.0)
+    assert f(0) == 0.0 and f(5) == pytest.approx(0.5) and f(10) == pytest.approx(1.0)
+    assert f(60) == pytest.approx(0.55) and f(110) == pytest.approx(0.1) and f(500) == pytest.approx(0.1)
+    assert scripts.WarmupCosine(100, 10, schedule="constant")(3) == 1.0
+    with pytest.raises(InputError, match="lr_schedule='step' is not known; accepted: cosine, constant"):
+        scripts.WarmupCosine(100, schedule="step")
+
+
+def test_bf16_rule_and_checkpoints_written_before_ema(tmp_path, monkeypatch):
+    from brainspade import precision
+
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    assert scripts.training_bf16("auto", "cpu") and scripts.training_bf16(None, "cpu")
+    assert not scripts.training_bf16("auto", "cuda")  # CUDA keeps MONAI's fp16 AMP
+    assert scripts.training_bf16("true", "cuda") and not scripts.training_bf16("false", "cpu")
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: frozenset({"avx2"}))  # bf16 emulated: slower, off
+    assert not scripts.training_bf16("auto", "cpu")
+    with pytest.raises(InputError, match="bf16='maybe' is not a boolean"):
+        scripts.training_bf16("maybe", "cpu")
+    old = tmp_path / "old.pt"
+    torch.save({"diffusion": {}, "optimizer": {}, "trainer": {}, "meta": {}}, old)
+    objects = {"diffusion": 1, "ema": 2, "lr_scheduler": 3, "trainer": 4}
+    with pytest.warns(UserWarning, match=r"holds no \['ema', 'lr_scheduler'\]"):
+        assert scripts.saved_objects(str(old), objects) == {"diffusion": 1, "trainer": 4}
+    assert scripts.saved_objects(None, objects) == objects
+
+
+def test_bf16_diffusion_steps_at_the_default_shapes_stay_finite():
+    """The diffusion stage's own inferer (AutocastInferer around DiffusionInferer) with bf16 forced, at the default
+    profile's widths and latent, for two optimiser steps: finite loss and gradients. (At the tiny overlay's widths
+    bf16 gave NaN gradients, so tiny.yaml trains in float32.)"""
+    from monai.bundle import ConfigParser
+
+    p = ConfigParser()
+    p.read_config([COMMON, str(CONFIGS / "train_diffusion.yaml")])
+    p.update({"bundle_root": str(BUNDLE), "device": "$torch.device('cpu')", "bf16": True, "batch_size": 2})
+    net, inferer = p.get_parsed_content("network"), p.get_parsed_content("inferer")
+    sched, shape = p.get_parsed_content("noise_scheduler"), p.get_parsed_content("latent_shape")
+    assert inferer.enabled and p.get_parsed_content("use_bf16")
+    opt = torch.optim.AdamW(net.parameters(), 5e-4)
+    torch.manual_seed(0)
+    for _ in range(2):
+        z, noise = torch.randn(2, *shape), torch.randn(2, *shape)
+        t, cond = torch.randint(0, 1000, (2,)), torch.rand(2, 1, 4)
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(inferer(z, net, noise, t, condition=cond), sched.get_velocity(z, noise, t))
+        loss.backward()
+        assert torch.isfinite(loss) and all(
+            torch.isfinite(q.grad).all() for q in net.parameters() if q.grad is not None
+        )
+        opt.step()

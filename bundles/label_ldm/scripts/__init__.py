@@ -11,9 +11,20 @@ from .data import load_datalist, pv_condition_ml
 from .evaluate import evaluate
 from .networks import VolumeConditionedUNet
 from .sampler import LabelSampler, condition_space, decode_latent, write_samples
-from .training import AutoencoderStep, DiffusionPreview, ImageLogHandler, attach_handlers, encode_datalist, loss_terms
+from .training import (
+    AutoencoderStep,
+    DiffusionPreview,
+    EmaUpdate,
+    ImageLogHandler,
+    WarmupCosine,
+    attach_handlers,
+    encode_datalist,
+    loss_terms,
+    saved_objects,
+    training_bf16,
+)
 from .volume_matching import match_lesion_volumes
-from .weights import LatentMeta, export_autoencoder, export_diffusion, load_weights
+from .weights import LatentMeta, export_autoencoder, export_diffusion, load_weights, unwrap
 
 __all__ = [
     "ConditionSpace",
@@ -38,4 +49,9 @@ __all__ = [
     "export_diffusion",
     "loss_terms",
     "load_weights",
+    "unwrap",
+    "EmaUpdate",
+    "WarmupCosine",
+    "saved_objects",
+    "training_bf16",
 ]

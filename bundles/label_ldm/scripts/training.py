@@ -7,12 +7,20 @@
 - `encode_datalist` + `LatentMeta`: encodes the dataset once with the trained autoencoder, computes the latent
   scale factor (1/std) and the conditioning normalisation from data, and keeps these numbers in the diffusion
   checkpoint (an object with state_dict/load_state_dict, so Ignite's checkpointing stores and restores it).
-- small Ignite handlers (time limit, TensorBoard image previews) and exporters of plain weight dicts.
+- the CPU training recipe: `training_bf16` (bf16 autocast where the CPU runs it natively; MONAI's engines autocast
+  CUDA only), `WarmupCosine` (the learning-rate factor for torch's LambdaLR, attached with MONAI's
+  LrScheduleHandler), `EmaUpdate` (torch's AveragedModel updated every iteration: the weights sampling uses) and
+  `saved_objects` (what a checkpoint being resumed holds, so checkpoints written before EMA and schedule resume).
+- small Ignite handlers (TensorBoard image previews).
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
+import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -20,9 +28,11 @@ import torch
 import torch.nn.functional as F
 from ignite.engine import Engine, Events
 
+from brainspade.cli import parse_bool
 from brainspade.distributed import is_rank0, rank_handlers
 from brainspade.errors import InputError
 from brainspade.io import load_nifti
+from brainspade.precision import bf16_pays
 
 from .conditioning import normalise_volumes
 from .data import pv_condition_ml
@@ -45,6 +55,10 @@ class AutoencoderStep:
     softmax, class weights favouring lesions) + `l1_weight` * L1(softmax, target) + `kl_weight` * KL; after
     `adv_start` iterations also `adv_weight` * least-squares PatchGAN generator loss, with the discriminator
     trained in the same iteration.
+
+    Precision: `bf16` runs both passes under bf16 autocast on the step's device (the CPU path; MONAI's `amp` is
+    CUDA only), `channels_last` feeds channels-last 3D tensors; `amp` (CUDA without bf16) is fp16 autocast with a
+    GradScaler, as SupervisedTrainer's own `amp` does. Losses are computed in float32 either way.
     """
 
     def __init__(
@@ -59,6 +73,8 @@ class AutoencoderStep:
         adv_start: int = 300,
         image_key: str = "pv",
         amp: bool = False,
+        bf16: bool = False,
+        channels_last: bool = False,
     ) -> None:
         self.discriminator = discriminator
         self.d_optimizer = d_optimizer
@@ -69,14 +85,36 @@ class AutoencoderStep:
         self.adv_weight = float(adv_weight)
         self.adv_start = int(adv_start)
         self.image_key = image_key
-        self.amp = bool(amp)
+        self.amp, self.bf16, self.channels_last = bool(amp), bool(bf16), bool(channels_last)
+        self.scaler: torch.amp.GradScaler | None = None
 
     def _autocast(self, device: torch.device):
-        return torch.autocast("cuda", enabled=self.amp and device.type == "cuda")
+        if self.bf16:
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        if self.amp and device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    def _backward_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        if self.scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(optimizer)
+
+    def _input(self, engine: Engine, batchdata: dict[str, Any], device: torch.device) -> torch.Tensor:
+        x = torch.as_tensor(batchdata[self.image_key]).float().to(device, non_blocking=engine.non_blocking)
+        if self.scaler is None and self.amp and not self.bf16 and device.type == "cuda":
+            self.scaler = torch.amp.GradScaler("cuda")
+        return self._layout(x)
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last_3d if self.channels_last else torch.contiguous_format)
 
     def __call__(self, engine: Engine, batchdata: dict[str, Any]) -> dict[str, Any]:
         device = torch.device(engine.state.device)
-        x = torch.as_tensor(batchdata[self.image_key]).float().to(device, non_blocking=engine.non_blocking)
+        x = self._input(engine, batchdata, device)
         ae = engine.network
         ae.train()
         engine.optimizer.zero_grad(set_to_none=True)
@@ -94,11 +132,10 @@ class AutoencoderStep:
                 # so there is nothing to synchronise); eval mode: no discriminator statistics updated
                 disc = unwrap(self.discriminator)
                 disc.eval()
-                logits_fake = disc(probs.contiguous())[-1]
+                logits_fake = disc(self._layout(probs))[-1].float()
                 adv_g = self.adv_loss(logits_fake, target_is_real=True, for_discriminator=False)
                 loss = loss + self.adv_weight * adv_g
-        loss.backward()
-        engine.optimizer.step()
+        self._backward_step(loss, engine.optimizer)
 
         adv_d = torch.zeros((), device=device)
         if use_adv:
@@ -107,14 +144,15 @@ class AutoencoderStep:
             with self._autocast(device):
                 # fake and real in one forward pass (instance norm: per-sample, so the same as two passes);
                 # DistributedDataParallel allows one forward per backward
-                both = self.discriminator(torch.cat([probs.detach(), x]).contiguous())[-1]
+                both = self.discriminator(self._layout(torch.cat([probs.detach(), x])))[-1].float()
                 fake, real = both[: len(x)], both[len(x) :]
                 adv_d = 0.5 * (
                     self.adv_loss(fake, target_is_real=False, for_discriminator=True)
                     + self.adv_loss(real, target_is_real=True, for_discriminator=True)
                 )
-            adv_d.backward()
-            self.d_optimizer.step()
+            self._backward_step(adv_d.float(), self.d_optimizer)
+        if self.scaler is not None:
+            self.scaler.update()
         return {
             "image": x.detach(),
             "pred": probs.detach(),
@@ -288,3 +326,77 @@ class DiffusionPreview:
         net.train()
         pv = torch.softmax(out[0].float(), 0).cpu()
         return pv, lesion_volumes_ml(pv.numpy(), get_profile(self.meta.profile).voxel_mm3)
+
+
+def training_bf16(setting: Any, device: str | torch.device) -> bool:
+    """Whether training runs under bf16 autocast. `auto` (or None): on a CPU that runs bf16 natively (AVX-512 BF16
+    or AMX; `brainspade.precision.bf16_pays`), where it pays (benchmarks/label_ldm_precision.py); not on CUDA,
+    where MONAI's fp16 AMP with its GradScaler (`amp`) stays, nor on CPUs that emulate bf16. true/false: forced."""
+    dev = torch.device(device)
+    if setting is None or str(setting).strip().lower() == "auto":
+        return dev.type == "cpu" and bf16_pays(dev)
+    return parse_bool(setting, "bf16")
+
+
+class WarmupCosine:
+    """Learning-rate factor per iteration for `torch.optim.lr_scheduler.LambdaLR`: linear warm-up from
+    `start_factor` over `warmup_iters`, then cosine decay to `min_factor` at `total_iters` (held there after).
+    `schedule='constant'` gives 1 throughout (the recipe before the schedule).
+
+    Why a LambdaLR factor and not SequentialLR(LinearLR, CosineAnnealingLR): the factor is recomputed from the
+    configured totals on resume (LambdaLR saves only its step count), so raising `max_epochs` to train longer
+    stretches the cosine instead of restarting it."""
+
+    SCHEDULES = ("cosine", "constant")
+
+    def __init__(
+        self,
+        total_iters: int,
+        warmup_iters: int = 0,
+        min_factor: float = 0.05,
+        start_factor: float = 0.01,
+        schedule: str = "cosine",
+    ) -> None:
+        self.schedule = str(schedule).strip().lower()
+        if self.schedule not in self.SCHEDULES:
+            raise InputError(f"lr_schedule={schedule!r} is not known; accepted: {', '.join(self.SCHEDULES)}")
+        self.total, self.warmup = max(1, int(total_iters)), max(0, int(warmup_iters))
+        self.min_factor, self.start_factor = float(min_factor), float(start_factor)
+
+    def __call__(self, step: int) -> float:
+        if self.schedule == "constant":
+            return 1.0
+        if step < self.warmup:
+            return self.start_factor + (1.0 - self.start_factor) * step / self.warmup
+        span = max(1, self.total - self.warmup)
+        progress = min(1.0, (step - self.warmup) / span)
+        return self.min_factor + (1.0 - self.min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class EmaUpdate:
+    """Ignite handler: after every iteration, `ema` (a `torch.optim.swa_utils.AveragedModel` built with
+    `get_ema_multi_avg_fn(decay)`) takes a step towards `network`'s weights. An AveragedModel that has averaged
+    nothing yet copies the network at its first update, so a run resumed from a checkpoint without EMA weights
+    starts its average from the resumed weights, not from the initialisation."""
+
+    def __init__(self, ema: torch.nn.Module, network: torch.nn.Module) -> None:
+        self.ema, self.network = ema, network
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        self.ema.update_parameters(unwrap(self.network))
+
+
+def saved_objects(checkpoint: str | None, objects: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of `objects` (CheckpointLoader's `load_dict`) that `checkpoint` holds. Checkpoints written before
+    the EMA weights and the learning-rate schedule lack those keys; they resume with a warning (the EMA starts from
+    the resumed weights, the learning-rate schedule starts over, warm-up included)."""
+    if checkpoint is None:
+        return dict(objects)
+    keys = set(torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True))
+    missing = [k for k in objects if k not in keys]
+    if missing:
+        warnings.warn(f"checkpoint {checkpoint!r} holds no {missing}: resuming without them", stacklevel=1)
+    return {k: v for k, v in objects.items() if k in keys}

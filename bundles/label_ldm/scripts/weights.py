@@ -22,11 +22,21 @@ def unwrap(net: torch.nn.Module) -> torch.nn.Module:
     return net.module if hasattr(net, "module") else net
 
 
+def ema_state(ckpt: dict) -> dict | None:
+    """The EMA network weights in a diffusion training checkpoint (`torch.optim.swa_utils.AveragedModel`'s state:
+    the network's under `module.`, plus its `n_averaged` counter), or None when it holds none or never averaged."""
+    ema = ckpt.get("ema")
+    if not isinstance(ema, dict) or int(torch.as_tensor(ema.get("n_averaged", 0))) == 0:
+        return None
+    return {k[len("module.") :]: v for k, v in ema.items() if k.startswith("module.")}
+
+
 def load_weights(net: torch.nn.Module, path: str | os.PathLike, key: str, device="cpu", what: str = "weights") -> dict:
-    """Load `net` from an exported weight dict ({key: state_dict, ...}) or a training checkpoint."""
+    """Load `net` from an exported weight dict ({key: state_dict, ...}) or a training checkpoint (for the diffusion
+    network, a checkpoint's EMA weights when it has them: the weights sampling uses)."""
     what = f"{what} file"
     ckpt = read_weights(path, what, WEIGHTS_ACCEPTED, map_location=device)
-    state = ckpt.get(key, ckpt)
+    state = (ema_state(ckpt) if key == "diffusion" else None) or ckpt.get(key, ckpt)
     if not isinstance(state, dict):
         raise InputError(f"{what} {str(path)!r} holds no {key!r} weights; accepted: {WEIGHTS_ACCEPTED}")
     load_into(net, state, path, what, "weights trained with the same profile/channel settings")
@@ -93,13 +103,24 @@ def export_autoencoder(network: torch.nn.Module, path: str, version: str = "", p
 
 
 def export_diffusion(
-    network: torch.nn.Module, meta: LatentMeta, path: str, version: str = "", prediction_type: str = ""
+    network: torch.nn.Module,
+    meta: LatentMeta,
+    path: str,
+    version: str = "",
+    prediction_type: str = "",
+    ema: torch.nn.Module | None = None,
 ) -> str | None:
-    """Write the shipped diffusion file: UNet weights + scale factor + conditioning normalisation/ranges."""
+    """Write the shipped diffusion file: UNet weights + scale factor + conditioning normalisation/ranges.
+
+    With `ema` (the AveragedModel of training), its averaged weights are the ones written under `diffusion`, the
+    key sampling reads (the same layout as files without EMA; `weights` says which)."""
     if not is_rank0():
         return None
-    state = {k: v.detach().cpu().clone() for k, v in unwrap(network).state_dict().items()}
+    averaged = ema is not None and int(getattr(ema, "n_averaged", 0)) > 0
+    source = unwrap(ema.module if averaged else network)
+    state = {k: v.detach().cpu().clone() for k, v in source.state_dict().items()}
     out = {"diffusion": state, **meta.state_dict(), "version": str(version), "prediction_type": str(prediction_type)}
+    out["weights"] = "ema" if averaged else "network"
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = f"{path}.part"
     torch.save(out, tmp)
