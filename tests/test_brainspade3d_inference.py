@@ -166,6 +166,79 @@ def test_style_image_sets_the_appearance(chain, tiny_phantoms, tmp_path):
     assert not np.allclose(img_a, img_b)  # same label map, other style code
 
 
+def _style_run(chain: dict, out: Path, style: Path, label_file: str, seed: int) -> np.ndarray:
+    run_inference(chain, output_dir=str(out), style_image=str(style), label_file=label_file, preview=False, seed=seed)
+    (img,) = out.glob("*_t1.nii.gz")
+    return np.asarray(nib.load(str(img)).dataobj)
+
+
+def test_style_image_from_a_real_scan_on_any_grid(chain, tiny_phantoms, tmp_path):
+    """`--style_image` end to end with a real scan (nilearn's MNI152 T1, 1 mm, re-saved permuted and flipped) on the
+    tiny grid: the style code comes from the image alone (same image, other seed: identical output), and another
+    style image gives another output. Whether the appearance carries over needs trained weights (the slow test)."""
+    from brainspade.realscan import write_mni_t1
+
+    dl = json.loads(Path(tiny_phantoms).read_text())
+    label_file = str(Path(tiny_phantoms).parent / dl["test"][0]["pv"])
+    real = write_mni_t1(tmp_path / "mni_reoriented.nii.gz", "reoriented")
+    assert nib.aff2axcodes(nib.load(str(real)).affine) != ("R", "A", "S")
+    phantom = Path(tiny_phantoms).parent / dl["training"][0]["t2"]
+    a = _style_run(chain, tmp_path / "a", real, label_file, seed=2)
+    again = _style_run(chain, tmp_path / "again", real, label_file, seed=9)
+    other = _style_run(chain, tmp_path / "other", phantom, label_file, seed=2)
+    assert np.isfinite(a).all() and np.abs(a).sum() > 0
+    np.testing.assert_array_equal(a, again)
+    assert not np.allclose(a, other)
+    side = json.loads(next((tmp_path / "a").glob("*.json")).read_text())
+    assert side["style_image"] == str(real.resolve()) and side["style_seed"] is None
+
+
+# issue 16: the shipped generator (350 iterations) barely uses its style code, so --style_image changes little yet
+STYLE_COLLAPSED = (
+    "shipped brainspade3d weights: the style code has collapsed to the prior (issue 16; encoded and sampled styles "
+    "score the same), so --style_image does not yet carry the reference's appearance; retraining under way"
+)
+PHANTOMS = Path(__file__).resolve().parent.parent / "data" / "phantoms" / "default" / "datalist.json"
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason=STYLE_COLLAPSED, raises=AssertionError, strict=False)
+@pytest.mark.skipif(not PHANTOMS.is_file(), reason="needs data/phantoms/default (python -m brainspade.phantom ...)")
+def test_style_image_carries_the_appearance_with_the_shipped_weights(tmp_path):
+    """Main command, default profile, shipped weights: for held-out phantom pairs (style image X = subject i's image,
+    label map = subject j's), the per-tissue profile (evaluate.style_profile) of the image made with --style_image X
+    is closer to X's than the median profile over sampled styles of the same label map is (issue 16: >= 90 %)."""
+    from monai.bundle import run
+
+    from brainspade.bundle import load_scripts
+    from brainspade.labels import pv_to_int
+
+    ev = load_scripts(CONFIGS.parent, "brainspade3d_scripts").evaluate
+    test = json.loads(PHANTOMS.read_text())["test"]
+    root, cpu = PHANTOMS.parent, "$torch.device('cpu')"
+    results = []
+    for i, (contrast, x, j) in enumerate(
+        [("t1", 0, 1), ("t2", 1, 2), ("flair", 2, 3), ("t1ce", 3, 4), ("flair", 4, 5)]
+    ):
+        ref, label_file = root / test[x][contrast], str(root / test[j]["pv"])
+        common = {"config_file": str(CONFIGS / "inference.yaml"), "label_file": label_file, "contrast": contrast}
+        run(**common, output_dir=str(tmp_path / f"style{i}"), style_image=str(ref), preview=False, device=cpu)
+        run(**common, output_dir=str(tmp_path / f"smp{i}"), num_samples=5, seed=i, preview=False, device=cpu)
+        labels = pv_to_int(nib.load(label_file).get_fdata(dtype=np.float32).transpose(3, 0, 1, 2))
+        ref_labels = pv_to_int(nib.load(str(root / test[x]["pv"])).get_fdata(dtype=np.float32).transpose(3, 0, 1, 2))
+        prof = [ev.style_profile(nib.load(str(p)).get_fdata(), labels) for p in tmp_path.glob(f"smp{i}/*_{contrast}.*")]
+        (made,) = (tmp_path / f"style{i}").glob(f"*_{contrast}.nii.gz")
+        results.append(
+            ev.transfer_closer(
+                ev.style_profile(nib.load(str(made)).get_fdata(), labels),
+                ev.style_profile(nib.load(str(ref)).get_fdata(), ref_labels),
+                ev.median_profile(prof),
+            )
+        )
+    print("style transfer (closer, d_transfer, d_sampled_median):", results)
+    assert len(prof) == 5 and np.mean([r[0] for r in results]) >= 0.9, results
+
+
 def test_default_main_command_resolves_to_the_shipped_files():
     """`python -m monai.bundle run --config_file .../inference.yaml` with no arguments: default profile, shipped weights
     of both bundles, outputs in ./output (the run itself needs the weights; the lead's end-to-end check runs it)."""
