@@ -107,30 +107,45 @@ def test_in_memory_api_and_sampler_selection(weights):
 
 def test_verification_retries_are_bounded_and_reported(weights):
     """Untrained weights rarely hit a requested tumour: the sampler retries at most max_retries times, keeps the
-    closest attempt and says so."""
+    closest attempt and says so. By default (trim) a sample is verified when every requested lesion lies within
+    +-25 % of the request's bounds and is then trimmed to it; otherwise it is delivered as sampled, unverified."""
     ae, dm = weights
     space = scripts.condition_space(dm)
     lo, hi = space.ranges["tumour_ml"]
     sampler = inference_parser(ae, dm, max_retries=2).get_parsed_content("sampler")
-    [s] = sampler(tumour_ml=round((lo + hi) / 2, 3))  # volume matching is on by default
-    assert 0 <= s["attempt_used"] <= s["retries"] <= 2
+    [s] = sampler(tumour_ml=round((lo + hi) / 2, 3))
+    assert 0 <= s["attempt_used"] <= s["retries"] <= 2 and s["max_retries"] == 2
     assert s["verified"] or s["retries"] == 2
-    ratios = [s["sampled_achieved"][k] / s["requested"][k] for k in CONDITION_KEYS if s["requested"][k] > 0]
-    assert s["verified"] == all(0.5 <= r <= 2.0 for r in ratios)  # verification judges the sampled map
+    assert s["match_mode"] == "trim" and s["match_tolerance"] == 0.25
     voxel_ml = get_profile("tiny").voxel_mm3 / 1000
-    for k in CONDITION_KEYS:  # then every requested lesion drawn at >= a fifth of the request is brought to it
+    requested = [k for k in CONDITION_KEYS if s["requested"][k] > 0]
+    for k in requested:
         status, req, got = s["volume_matching"][k], s["requested"][k], s["sampled_achieved"][k]
+        if s["verified"]:  # trimmed: moved by at most a quarter of the sampled volume, to the request
+            assert status.startswith("trimmed (sampled x") and abs(s["achieved"][k] - req) <= voxel_ml / 2 + 1e-3
+            assert abs(s["achieved"][k] - got) <= 0.25 * got + voxel_ml
+        else:  # delivered as sampled
+            assert s["achieved"][k] == got and status.split(" (")[0] in ("absent", "left as sampled", "outside +-25 %")
+    [f] = sampler(tumour_ml=round((lo + hi) / 2, 3), match_mode="full")  # the whole edit, whatever the ratio
+    ratios = [f["sampled_achieved"][k] / f["requested"][k] for k in CONDITION_KEYS if f["requested"][k] > 0]
+    assert f["match_mode"] == "full" and f["verified"] == all(0.5 <= r <= 2.0 for r in ratios)
+    for k in CONDITION_KEYS:  # every requested lesion drawn at >= a fifth of the request is brought to it
+        status, req, got = f["volume_matching"][k], f["requested"][k], f["sampled_achieved"][k]
         if req > 0 and got >= 0.2 * req + voxel_ml:
             assert status.startswith("matched (sampled x"), status
-            assert abs(s["achieved"][k] - req) <= voxel_ml / 2 + 1e-3
+            assert abs(f["achieved"][k] - req) <= voxel_ml / 2 + 1e-3
         elif req > 0 and 0 < got < 0.2 * req - voxel_ml:
-            assert status.startswith("not drawn (sampled x") and s["achieved"][k] == got
+            assert status.startswith("not drawn (sampled x") and f["achieved"][k] == got
         elif got == 0:
-            assert status in ("absent", "not requested") and s["achieved"][k] == got
+            assert status in ("absent", "not requested") and f["achieved"][k] == got
     [u] = sampler(tumour_ml=round((lo + hi) / 2, 3), match_volumes=False)  # the network's own volumes
-    assert u["volume_matching"] == "off" and u["achieved"] == u["sampled_achieved"]
+    assert u["volume_matching"] == "off" and u["achieved"] == u["sampled_achieved"] and u["match_mode"] == "off"
     with pytest.raises(InputError, match="match_volumes='perhaps' is not a boolean; accepted: true/yes/y/on or false"):
         sampler(match_volumes="perhaps")
+    with pytest.raises(InputError, match="match_mode='exact' is not known; accepted: trim, full"):
+        sampler(match_mode="exact")
+    with pytest.raises(InputError, match="match_tolerance=1.5 is not accepted; accepted: a number above 0 and below 1"):
+        sampler(match_tolerance=1.5)
     [n] = sampler(tumour_ml=round((lo + hi) / 2, 3), match_volumes="false")  # as the README writes it (issue 15)
     assert n["volume_matching"] == "off"
     [z] = sampler(max_retries=0)

@@ -1,4 +1,5 @@
-"""label_ldm volume matching: every present requested lesion is brought to the request, exactly, inside the brain."""
+"""label_ldm volume matching: every present requested lesion is brought to the request, exactly, inside the brain (full);
+the default final trim does so only within +-25 % of the sampled volume and otherwise leaves the map as sampled."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from label_ldm_helpers import BUNDLE
 from scipy import ndimage
 
 from brainspade.bundle import load_scripts
-from brainspade.labels import LABEL_CODES, int_to_pv, lesion_volumes_ml, pv_to_int
+from brainspade.labels import CONDITION_KEYS, LABEL_CODES, int_to_pv, lesion_volumes_ml, pv_to_int
 
 scripts = load_scripts(BUNDLE, "label_ldm_scripts")
 VOXEL_MM3 = 8.0  # 2 mm: 125 voxels per mL
@@ -125,3 +126,37 @@ def test_absent_lesions_are_not_created_and_walled_in_growth_is_reported():
     assert status["tumour_ml"] == f"short by {2 * n_core} voxels (sampled x0.33)"
     assert ((pv_to_int(out) == LABEL_CODES["tumour"]) == (lab == LABEL_CODES["tumour"])).all()
     assert not np.isin(pv_to_int(out)[~brain], [6, 7, 8, 9]).any()
+
+
+def test_trim_bounds_are_a_quarter_of_the_sampled_volume():
+    lo, hi = scripts.volume_matching.trim_bounds(0.25)
+    assert lo == pytest.approx(0.8) and hi == pytest.approx(4 / 3)  # request = sampled x1.25 .. x0.75
+
+
+def test_trim_moves_lesions_within_the_tolerance_and_leaves_maps_further_off_as_sampled():
+    pv, brain = _tumour_phantom()
+    before = pv_to_int(pv)
+    vols = lesion_volumes_ml(before, VOXEL_MM3)
+    trim = scripts.volume_matching.trim_lesion_volumes
+    # every lesion within +-25 % of its sampled volume: each is brought to the request, to the voxel
+    near = {"wmh_ml": vols["wmh_ml"] * 1.2, "tumour_ml": vols["tumour_ml"] * 0.8, "oedema_ml": vols["oedema_ml"]}
+    out, status, within = trim(pv, {**near, "enhancing_ml": vols["enhancing_ml"] * 1.1}, VOXEL_MM3, brain)
+    got = lesion_volumes_ml(pv_to_int(out), VOXEL_MM3)
+    assert within and all(status[k].startswith("trimmed (sampled x") for k in CONDITION_KEYS), status
+    for k, v in near.items():
+        assert got[k] == pytest.approx(v, abs=VOXEL_MM3 / 1000 / 2 + 1e-9), k
+    # the core asked at x2 of what was drawn (sampled x0.50): nothing moves, the status says which lesion is off
+    req = {**near, "tumour_ml": vols["tumour_ml"] * 2.0, "enhancing_ml": 0.0}
+    out, status, within = trim(pv, req, VOXEL_MM3, brain)
+    assert not within and np.array_equal(out, pv)
+    assert status["tumour_ml"] == "outside +-25 % (sampled x0.50)" and status["enhancing_ml"] == "not requested"
+    assert status["wmh_ml"].startswith("left as sampled (sampled x0.8")
+    # a requested lesion the network did not draw: absent, never created
+    pv[LABEL_CODES["wmh"]] = 0
+    pv /= pv.sum(0, keepdims=True)
+    out, status, within = trim(pv, {"wmh_ml": 1.0}, VOXEL_MM3, brain)
+    assert not within and status["wmh_ml"] == "absent" and not (pv_to_int(out) == LABEL_CODES["wmh"]).any()
+    # a wider tolerance trims what +-25 % refuses
+    pv, brain = _tumour_phantom()
+    _, status, within = trim(pv, {"wmh_ml": vols["wmh_ml"] * 1.5}, VOXEL_MM3, brain, 0.6)
+    assert within and status["wmh_ml"].startswith("trimmed (sampled x0.6")  # x1.5 is past +-25 %, within +-60 %

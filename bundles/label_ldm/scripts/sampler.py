@@ -25,7 +25,7 @@ from brainspade.weights import read_weights
 
 from .conditioning import ConditionSpace
 from .lesion_cleanup import brain_mask, clean_lesions
-from .volume_matching import match_lesion_volumes
+from .volume_matching import match_lesion_volumes, trim_bounds, trim_lesion_volumes
 from .weights import WEIGHTS_ACCEPTED, LatentMeta, load_weights
 
 
@@ -85,8 +85,11 @@ class LabelSampler:
         "guidance_scale",
         "max_retries",
         "match_volumes",
+        "match_mode",
+        "match_tolerance",
         *CONDITION_KEYS,
     )
+    MATCH_MODES = ("trim", "full")
 
     def __init__(
         self,
@@ -119,6 +122,8 @@ class LabelSampler:
         decode_roi: Sequence[int] | None = None,
         decode_overlap: float = 0.25,
         match_volumes: bool = True,
+        match_mode: str = "trim",
+        match_tolerance: float = 0.25,
     ) -> None:
         self.autoencoder, self.network, self.inferer = autoencoder, network, inferer
         self.schedulers, self.default_steps = dict(schedulers), dict(default_steps)
@@ -138,6 +143,8 @@ class LabelSampler:
             "guidance_scale": guidance_scale,
             "max_retries": max_retries,
             "match_volumes": match_volumes,
+            "match_mode": match_mode,
+            "match_tolerance": match_tolerance,
             "wmh_ml": wmh_ml,
             "tumour_ml": tumour_ml,
             "oedema_ml": oedema_ml,
@@ -178,10 +185,26 @@ class LabelSampler:
         s["guidance_scale"] = gs
         s["max_retries"] = parse_int(cfg["max_retries"], "max_retries", 0, 20)
         s["match_volumes"] = parse_bool(cfg["match_volumes"], "match_volumes")
+        s["match_mode"], s["match_tolerance"] = self._check_matching(cfg["match_mode"], cfg["match_tolerance"])
         self._check_decoding()
         s["given"] = self.space.parse({k: cfg[k] for k in CONDITION_KEYS})
         s["id_prefix"] = safe_id(self.id_prefix)
         return s
+
+    def _check_matching(self, mode: Any, tolerance: Any) -> tuple[str, float]:
+        name = str(mode).strip().lower()
+        if name not in self.MATCH_MODES:
+            raise InputError(f"match_mode={mode!r} is not known; accepted: {', '.join(self.MATCH_MODES)}")
+        try:
+            tol = float(tolerance)
+        except (TypeError, ValueError):
+            tol = float("nan")
+        if isinstance(tolerance, bool) or not 0 < tol < 1:
+            raise InputError(
+                f"match_tolerance={tolerance!r} is not accepted; accepted: a number above 0 and below 1 (the largest "
+                "share of its sampled volume by which trimming may move a lesion; 0.25 = +-25 %)"
+            )
+        return name, tol
 
     def _check_decoding(self) -> None:
         roi, ov = self.decode_roi, self.decode_overlap
@@ -232,12 +255,18 @@ class LabelSampler:
         self.network.to(self.device).eval()
 
     # ---------------------------------------------------------------- sampling
-    def _verify(self, requested: np.ndarray, achieved: Mapping[str, float]) -> tuple[bool, float]:
+    def _bounds(self, s: dict) -> tuple[float, float]:
+        """Sampled / requested ratios a kept sample must meet: the trim's tolerance by default, else min/max_ratio."""
+        trim = s["match_volumes"] and s["match_mode"] == "trim"
+        return trim_bounds(s["match_tolerance"]) if trim else (self.min_ratio, self.max_ratio)
+
+    def _verify(self, requested: np.ndarray, achieved: Mapping[str, float], s: dict) -> tuple[bool, float]:
         ok, score = True, 0.0
+        lo, hi = self._bounds(s)
         for k, r in zip(CONDITION_KEYS, requested, strict=True):
             if r > 0:
                 ratio = max(achieved[k], 1e-3 * r) / r
-                ok &= self.min_ratio <= ratio <= self.max_ratio
+                ok &= lo <= ratio <= hi
                 score += abs(math.log(ratio))
         return bool(ok), score
 
@@ -264,6 +293,22 @@ class LabelSampler:
             )
         return torch.softmax(out[0].float(), 0).cpu().numpy()
 
+    def _deliver(self, pv, labels, achieved, req_map: dict, ok: bool, s: dict) -> tuple:
+        """The kept attempt after volume matching -> (pv, labels, achieved, per-lesion status, verified).
+
+        trim (default): trimmed when every requested lesion is within the tolerance, else delivered as sampled and
+        unverified; full: every present requested lesion brought to the request (volume_matching.py); off: as
+        sampled."""
+        voxel_mm3 = self.meta["profile"].voxel_mm3
+        if not s["match_volumes"]:
+            return pv, labels, achieved, "off", ok
+        if s["match_mode"] == "full":
+            pv, status = match_lesion_volumes(pv, req_map, voxel_mm3, brain_mask(pv))
+        else:
+            pv, status, ok = trim_lesion_volumes(pv, req_map, voxel_mm3, brain_mask(pv), s["match_tolerance"])
+        labels = pv_to_int(pv)
+        return pv, labels, lesion_volumes_ml(labels, voxel_mm3), status, ok
+
     def iter_samples(self, **overrides) -> Iterator[dict]:
         s = self.settings(**overrides)
         profile: Any = self.meta["profile"]
@@ -279,7 +324,7 @@ class LabelSampler:
                 pv, cleanup = clean_lesions(raw, req_map, profile.voxel_mm3)
                 labels = pv_to_int(pv)
                 achieved = lesion_volumes_ml(labels, profile.voxel_mm3)  # what the saved label map holds
-                ok, score = self._verify(requested, achieved)
+                ok, score = self._verify(requested, achieved, s)
                 if self.verbose:
                     print(f"{sid} attempt {attempt}: achieved {_round(achieved)} {'ok' if ok else 'off'}", flush=True)
                 if best is None or score < best[0]:
@@ -287,11 +332,8 @@ class LabelSampler:
                 if ok:
                     break
             _, ok, used, noise_seed, raw, pv, labels, cleanup, achieved = best
-            sampled, matching = achieved, "off"
-            if s["match_volumes"]:  # every present requested lesion to the requested volume (volume_matching.py)
-                pv, matching = match_lesion_volumes(pv, req_map, profile.voxel_mm3, brain_mask(pv))
-                labels = pv_to_int(pv)
-                achieved = lesion_volumes_ml(labels, profile.voxel_mm3)
+            sampled = achieved
+            pv, labels, achieved, matching, ok = self._deliver(pv, labels, achieved, req_map, ok, s)
             yield {
                 "id": sid,
                 "pv": pv.astype(np.float32),
@@ -302,6 +344,9 @@ class LabelSampler:
                 "achieved": _round(achieved),
                 "sampled_achieved": _round(sampled),
                 "volume_matching": matching,
+                "match_mode": s["match_mode"] if s["match_volumes"] else "off",
+                "match_tolerance": s["match_tolerance"],
+                "max_retries": s["max_retries"],
                 "achieved_pv": _round(lesion_volumes_ml(pv, profile.voxel_mm3)),
                 "raw_achieved": _round(lesion_volumes_ml(pv_to_int(raw), profile.voxel_mm3)),
                 **cleanup,

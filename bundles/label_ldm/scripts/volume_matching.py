@@ -16,6 +16,10 @@ verification reports both). Tumour parts are matched inner to outer (core,
 enhancing, oedema), so a growing core may take enhancing voxels that the enhancing step then takes back from
 oedema, and every matched volume stays exact. The status records the sampled size (x achieved / requested).
 MONAI has no such operation.
+
+By default this is a final trim (`trim_lesion_volumes`, the sampler's `match_mode: trim`): a lesion's volume may move
+by at most `tolerance` (0.25: +-25 %) of its sampled volume; the sampler resamples a map further off (bounded retries)
+and delivers one still outside as sampled, unverified. `match_mode: full` is the whole edit, whatever the ratio.
 """
 
 from __future__ import annotations
@@ -142,3 +146,43 @@ def match_lesion_volumes(
         flat[:, off] = 0.0
         flat[labels.ravel()[off], off] = 1.0
     return pv, {k: status[k] for k in CONDITION_KEYS}
+
+
+def trim_bounds(tolerance: float) -> tuple[float, float]:
+    """(lo, hi) of sampled / requested volume within which trimming moves a lesion by at most `tolerance` of its
+    sampled volume: the request r lies in [(1 - tol) v, (1 + tol) v] of the sampled v, so v / r lies in
+    [1 / (1 + tol), 1 / (1 - tol)] (0.25: 0.8 to 1.333)."""
+    tol = float(tolerance)
+    return 1.0 / (1.0 + tol), 1.0 / (1.0 - tol)
+
+
+def trim_lesion_volumes(
+    pv: np.ndarray, requested_ml: Mapping[str, float], voxel_mm3: float, brain: np.ndarray, tolerance: float = 0.25
+) -> tuple[np.ndarray, dict, bool]:
+    """-> (pv, status, within). When every requested lesion is drawn within `trim_bounds(tolerance)` of its request,
+    each is brought to the request (`match_lesion_volumes`; its status reads 'trimmed (sampled x<ratio>)'); otherwise
+    the map is returned as sampled, each requested lesion's status 'outside +-<tol> % (sampled x<ratio>)' or
+    'left as sampled (sampled x<ratio>)', an absent one 'absent', and `within` is False."""
+    lo, hi = trim_bounds(tolerance)
+    labels = pv_to_int(pv)
+    code_of = dict(zip(CONDITION_KEYS, LESION_CODES, strict=True))
+    voxel_ml = voxel_mm3 / 1000.0
+    ratios = {}
+    for key in CONDITION_KEYS:
+        req = float(requested_ml.get(key) or 0.0)
+        if req > 0:
+            ratios[key] = int((labels == code_of[key]).sum()) / max(1, int(round(req / voxel_ml)))
+    if all(lo <= r <= hi for r in ratios.values()):
+        out, status = match_lesion_volumes(pv, requested_ml, voxel_mm3, brain)
+        return out, {k: v.replace("matched (", "trimmed (", 1) for k, v in status.items()}, True
+    pct = f"{100 * float(tolerance):g} %"
+    status = {}
+    for key in CONDITION_KEYS:
+        r = ratios.get(key)
+        if r is None:
+            status[key] = "not requested"
+        elif r == 0:
+            status[key] = "absent"
+        else:
+            status[key] = f"{'left as sampled' if lo <= r <= hi else f'outside +-{pct}'} (sampled x{r:.2f})"
+    return pv.astype(np.float32, copy=True), status, False
