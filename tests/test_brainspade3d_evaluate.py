@@ -201,7 +201,7 @@ def test_evaluation_reports_every_figure_per_contrast(tiny_phantoms, tiny_genera
         assert 0 <= r["style_transfer_fraction"] <= 1 and r["style_transfer_distance"] >= 0
         assert r["style_spread_phantom"] > 0 and r["style_diversity_ratio"] >= 0
     log = capsys.readouterr().out
-    assert "err_smp" in log and "Dice ratio" in log and "tissue error (sampled, SD)" in log
+    assert "err_smp = tissue_error_sampled" in log and "Dice ratio" in log and "tissue error (sampled, SD)" in log
 
     off = tmp_path / "off"
     _evaluate(tiny_phantoms, off, tiny_generator, label_fidelity="false", contrasts="t2", max_pairs=1)

@@ -383,6 +383,7 @@ def print_table(results: dict) -> None:
     print("contrast " + " ".join(f"{h:>10s}" for h, _, _ in cols), flush=True)
     for name, r in results.items():
         print(f"{name:8s} " + " ".join(f"{_fmt(r.get(k), s):>10s}" for _, k, s in cols), flush=True)
+    print("columns (metrics.json keys): " + ", ".join(f"{h} = {k}" for h, k, _ in cols), flush=True)
     keys = [lab.key for lab in LABELS[1:]]
     for title, fig in (
         ("tissue error (sampled, SD)", "tissue_error_sampled_per_label"),
