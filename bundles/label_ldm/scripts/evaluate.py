@@ -1,7 +1,10 @@
-"""Evaluation of the label LDM: autoencoder reconstruction, conditioning accuracy, realism, diversity.
+"""Evaluation of the label LDM: autoencoder reconstruction, conditioning accuracy, realism, diversity, each figure for
+the network alone (no volume matching, no retries) and for the delivered maps (the sampler's default settings) side
+by side, with the training maps' own figure where one applies.
 
 Metrics come from MONAI (`compute_dice`, `MultiScaleSSIMMetric`) and SciPy (`spearmanr`, `wasserstein_distance`,
-`ndimage.label`); this module only arranges the data for them.
+`ndimage.label`, `binary_fill_holes`, `distance_transform_edt`); this module arranges the data for them and defines
+the anatomy figures MONAI has no metric for (enclosed background, lesions outside the parenchyma, tumour nesting).
 """
 
 from __future__ import annotations
@@ -18,7 +21,15 @@ from scipy.stats import spearmanr, wasserstein_distance
 
 from brainspade.errors import InputError
 from brainspade.io import load_nifti, save_json
-from brainspade.labels import CONDITION_KEYS, LABELS, LESION_CODES, int_to_pv, pv_to_int, tissue_volumes_ml
+from brainspade.labels import (
+    CONDITION_KEYS,
+    LABEL_CODES,
+    LABELS,
+    LESION_CODES,
+    int_to_pv,
+    pv_to_int,
+    tissue_volumes_ml,
+)
 from brainspade.profiles import get_profile
 
 from .data import load_datalist, pv_condition_ml
@@ -78,9 +89,98 @@ def conditioning_metrics(
     return out
 
 
-def training_label_maps(train_items: list[dict]) -> list[np.ndarray]:
-    """Integer label maps of the training subjects (read once for every realism figure)."""
-    return [pv_to_int(load_nifti(item["pv"], "partial-volume map")[0]) for item in train_items]
+# the healthy labels (background, CSF, the four parenchyma tissues) and the tissues whose volumes are compared
+HEALTHY_CODES = tuple(lab.code for lab in LABELS if not lab.lesion)
+TISSUES = ("csf", "gm", "wm", "dgm", "brainstem")
+OUTSIDE_PARENCHYMA = (LABEL_CODES["background"], LABEL_CODES["csf"])
+# tumour parts from the inside out: core, enhancing rim, oedema
+NESTING_ORDER = tuple(LABEL_CODES[k] for k in ("tumour", "enhancing", "oedema"))
+
+
+def enclosed_background_ml(labels: np.ndarray, voxel_mm3: float) -> float:
+    """Background enclosed by the brain (mL): background voxels not connected to the outside of the volume, i.e.
+    `binary_fill_holes(labels != background)` less the brain itself (SciPy's default, face connectivity). In a
+    rendered image these are black holes inside the head."""
+    brain = labels != LABEL_CODES["background"]
+    return float((ndimage.binary_fill_holes(brain) & ~brain).sum()) * voxel_mm3 / 1000.0
+
+
+def lesion_voxels_outside_parenchyma(pv: np.ndarray, labels: np.ndarray) -> tuple[int, int]:
+    """-> (lesion voxels lying outside the parenchyma, lesion voxels) of one map.
+
+    The tissue under a lesion voxel (integer label WMH, core, oedema or enhancing) is its most abundant healthy
+    partial-volume fraction (background, CSF, GM, WM, DGM, brainstem); where the voxel holds no healthy fraction
+    (all < 1e-3 in total), the label of the nearest non-lesion voxel (Euclidean). Outside the parenchyma = that
+    tissue is background or CSF: lesions drawn in the ventricles or the CSF spaces."""
+    lesion = np.isin(labels, LESION_CODES)
+    n = int(lesion.sum())
+    if n == 0:
+        return 0, 0
+    healthy = pv[list(HEALTHY_CODES)][:, lesion]
+    under = np.asarray(HEALTHY_CODES)[healthy.argmax(0)]
+    bare = healthy.sum(0) < 1e-3
+    if bare.any():
+        idx = ndimage.distance_transform_edt(lesion, return_distances=False, return_indices=True)
+        under = np.where(bare, labels[tuple(idx)][lesion], under)
+    return int(np.isin(under, OUTSIDE_PARENCHYMA).sum()), n
+
+
+def tumour_nested(labels: np.ndarray) -> bool | None:
+    """Whether the tumour parts of a map are nested, core inside enhancing inside oedema; None without a tumour.
+
+    Depth of a tumour voxel = its Euclidean distance (voxels) to the nearest voxel outside the tumour (core, enhancing
+    and oedema together). Nested = the median depths of the parts present never increase outwards: core >= enhancing
+    >= oedema. A core at the tumour's edge (e.g. straddling a ventricle) or oedema inside the rim fails; the rule
+    needs no complete shell (the training phantoms' oedema follows white matter and leaves the rim bare elsewhere)."""
+    tumour = np.isin(labels, NESTING_ORDER)
+    if not tumour.any():
+        return None
+    depth = ndimage.distance_transform_edt(tumour)
+    med = [float(np.median(depth[labels == c])) for c in NESTING_ORDER if (labels == c).any()]
+    return all(a >= b for a, b in zip(med[:-1], med[1:], strict=True))
+
+
+def tissue_volume_distance(gen: list[dict], ref: list[dict]) -> dict:
+    """Per tissue (CSF, GM, WM, DGM, brainstem): Wasserstein-1 between generated and training volumes (mL), divided
+    by the training volumes' SD (None where that SD is 0). Inputs: `tissue_volumes_ml` dicts."""
+    out = {}
+    for key in TISSUES:
+        g, r = [v[key] for v in gen], [v[key] for v in ref]
+        sd = float(np.std(r))
+        out[key] = None if sd == 0 or not g else round(float(wasserstein_distance(g, r)) / sd, 4)
+    return out
+
+
+def anatomy_record(pv: np.ndarray, labels: np.ndarray, voxel_mm3: float) -> tuple:
+    """One map's (enclosed background mL, lesion voxels outside the parenchyma, lesion voxels, tumour nested)."""
+    out, n = lesion_voxels_outside_parenchyma(pv, labels)
+    return enclosed_background_ml(labels, voxel_mm3), out, n, tumour_nested(labels)
+
+
+def anatomy_figures(records: list[tuple]) -> dict:
+    """From `anatomy_record`s: enclosed background (mL per map: mean and max), the share of lesion voxels outside
+    the parenchyma (pooled over the maps) and the tumour nesting rate (over the maps with a tumour)."""
+    enclosed = [r[0] for r in records]
+    outside, lesion = sum(r[1] for r in records), sum(r[2] for r in records)
+    nested = [r[3] for r in records if r[3] is not None]
+    return {
+        "enclosed_background_ml": round(float(np.mean(enclosed)), 4) if enclosed else None,
+        "enclosed_background_ml_max": round(float(np.max(enclosed)), 4) if enclosed else None,
+        "lesion_outside_parenchyma": round(outside / lesion, 4) if lesion else None,
+        "tumour_nested_rate": round(float(np.mean(nested)), 4) if nested else None,
+        "n_tumour_maps": len(nested),
+    }
+
+
+def training_reference(train_items: list[dict], voxel_mm3: float) -> tuple[list[np.ndarray], dict]:
+    """Integer label maps of the training subjects and their anatomy figures (each map read once; the partial
+    volumes are not kept)."""
+    labels, records = [], []
+    for item in train_items:
+        pv = load_nifti(item["pv"], "partial-volume map")[0]
+        labels.append(pv_to_int(pv))
+        records.append(anatomy_record(pv, labels[-1], voxel_mm3))
+    return labels, anatomy_figures(records)
 
 
 def volume_wasserstein(samples: list[dict], train_labels: list[np.ndarray], voxel_mm3: float) -> dict:
@@ -153,9 +253,15 @@ SAMPLE_FIELDS = (
     "sampled_achieved",
     "raw_achieved",
     "volume_matching",
+    "match_mode",
     "retries",
     "verified",
 )
+# the two samplings compared, on the same requests and seeds: the network alone (no volume matching, no retries;
+# the clean-up stays) and the maps the sampler delivers with its settings (verification, retries, trim)
+VARIANTS = {"network_alone": {"match_volumes": False, "max_retries": 0}, "delivered": {}}
+CONDITIONING_FIGURES = ("spearman", "median_rel_error", "presence_rate", "false_lesion_rate_raw", "false_lesion_rate")
+ANATOMY_FIGURES = ("enclosed_background_ml", "lesion_outside_parenchyma", "tumour_nested_rate")
 
 
 def sampling_summary(samples: list[dict], seconds: float) -> dict:
@@ -164,6 +270,7 @@ def sampling_summary(samples: list[dict], seconds: float) -> dict:
         "sampler": samples[0]["sampler"],
         "steps": samples[0]["steps"],
         "guidance_scale": samples[0]["guidance_scale"],
+        "match_mode": samples[0].get("match_mode"),
         "num_samples": len(samples),
         "mean_time_s": round(seconds / len(samples), 3),
         "verified_rate": round(float(np.mean([s["verified"] for s in samples])), 4),
@@ -171,16 +278,50 @@ def sampling_summary(samples: list[dict], seconds: float) -> dict:
     }
 
 
+def sample_figures(samples: list[dict], train_labels: list[np.ndarray], voxel_mm3: float, seconds: float) -> dict:
+    """Every figure of one sampling: conditioning, tissue volumes against the training maps, anatomy, lesion
+    pieces, diversity, cost."""
+    gen = [tissue_volumes_ml(s["labels"], voxel_mm3) for s in samples]
+    ref = [tissue_volumes_ml(lab, voxel_mm3) for lab in train_labels]
+    return {
+        "conditioning": conditioning_metrics(samples),
+        "tissue_w1_over_sd": tissue_volume_distance(gen, ref),
+        "volume_wasserstein_ml": volume_wasserstein(samples, train_labels, voxel_mm3),
+        **anatomy_figures([anatomy_record(s["pv"], s["labels"], voxel_mm3) for s in samples]),
+        "lesion_components": lesion_components(samples, train_labels),
+        "diversity": ms_ssim_diversity(samples),
+        "sampling": sampling_summary(samples, seconds),
+    }
+
+
+def side_by_side(result: dict) -> dict:
+    """{figure: {'network_alone': v, 'delivered': v[, 'training': v]}} for every figure the targets name."""
+    rows: dict[str, dict] = {}
+    for key in CONDITION_KEYS:
+        for fig in CONDITIONING_FIGURES:
+            rows[f"{key} {fig}"] = {v: result[v]["conditioning"][key][fig] for v in VARIANTS}
+    for key in TISSUES:
+        rows[f"{key} volume W1/SD"] = {v: result[v]["tissue_w1_over_sd"][key] for v in VARIANTS}
+    for fig in ANATOMY_FIGURES:
+        rows[fig] = {**{v: result[v][fig] for v in VARIANTS}, "training": result["training"][fig]}
+    for fig in ("verified_rate", "mean_retries", "mean_time_s"):
+        rows[fig] = {v: result[v]["sampling"][fig] for v in VARIANTS}
+    return rows
+
+
 def print_summary(result: dict) -> None:
     print("reconstruction Dice:", result["reconstruction_dice"])
-    for k, m in result["conditioning"].items():
-        print(f"{k}: {m}")
-    print("volume Wasserstein (mL):", result["volume_wasserstein_ml"])
-    print(
-        "lesion components (median, generated vs training):",
-        {k: (v["generated"], v["training"]) for k, v in result["lesion_components"].items()},
-    )
-    print("diversity:", result["diversity"], "| sampling:", result["sampling"])
+    print(f"{'figure':<40}{'network alone':>15}{'delivered':>12}{'training':>12}")
+    for name, row in result["side_by_side"].items():
+        cells = [row.get(k) for k in (*VARIANTS, "training")]
+        print(f"{name:<40}" + "".join(f"{'-' if c is None else c:>{w}}" for c, w in zip(cells, (15, 12, 12), strict=True)))
+
+
+def draw(sampler, requests: list[dict], seed: int, **settings) -> tuple[list[dict], float]:
+    """One sample per request (seed + its index), with `settings` over the sampler's; -> (samples, seconds)."""
+    t0 = time.perf_counter()
+    samples = [s for i, req in enumerate(requests) for s in sampler(num_samples=1, seed=seed + i, **req, **settings)]
+    return samples, time.perf_counter() - t0
 
 
 def evaluate(
@@ -198,7 +339,8 @@ def evaluate(
     train_limit: int | None = None,
     overwrite: bool = False,
 ) -> dict:
-    """Run every evaluation, print a summary and save it as JSON (refuses to overwrite unless asked)."""
+    """Run every evaluation for the network alone and the delivered maps, print them side by side and save them as
+    JSON (refuses to overwrite unless asked)."""
     out_path = Path(output_file)
     if out_path.exists() and not overwrite:
         raise InputError(f"output_file {str(out_path)!r} exists; accepted: a new path or --overwrite true")
@@ -209,23 +351,17 @@ def evaluate(
     t0 = time.perf_counter()
     result: dict[str, Any] = {"profile": prof.name, "datalist": str(datalist), "split": eval_split}
     result["reconstruction_dice"] = reconstruction_dice(autoencoder, autoencoder_path, eval_items, device)
-    t1 = time.perf_counter()
-    samples = []
-    for i, req in enumerate(evaluation_requests(sampler, eval_items, prof.voxel_mm3, num_samples)):
-        samples.extend(sampler(num_samples=1, seed=seed + i, **req))
-    t2 = time.perf_counter()
-    result["conditioning"] = conditioning_metrics(samples)
-    train_labels = training_label_maps(train_items)
-    result["volume_wasserstein_ml"] = volume_wasserstein(samples, train_labels, prof.voxel_mm3)
-    result["lesion_components"] = lesion_components(samples, train_labels)
-    result["diversity"] = ms_ssim_diversity(samples)
-    result["sampling"] = sampling_summary(samples, t2 - t1)
-    result["samples"] = [{k: s[k] for k in SAMPLE_FIELDS if k in s} for s in samples]
-    result["time_s"] = {
-        "reconstruction": round(t1 - t0, 1),
-        "sampling": round(t2 - t1, 1),
-        "total": round(time.perf_counter() - t0, 1),
-    }
+    train_labels, result["training"] = training_reference(train_items, prof.voxel_mm3)
+    requests = evaluation_requests(sampler, eval_items, prof.voxel_mm3, num_samples)
+    result["samples"], result["time_s"] = {}, {"reconstruction_and_training_maps": round(time.perf_counter() - t0, 1)}
+    for name, settings in VARIANTS.items():
+        samples, seconds = draw(sampler, requests, seed, **settings)
+        result[name] = sample_figures(samples, train_labels, prof.voxel_mm3, seconds)
+        result["samples"][name] = [{k: s[k] for k in SAMPLE_FIELDS if k in s} for s in samples]
+        result["time_s"][name] = round(seconds, 1)
+        del samples  # partial-volume maps: 35 MB each at the default profile
+    result["side_by_side"] = side_by_side(result)
+    result["time_s"]["total"] = round(time.perf_counter() - t0, 1)
     save_json(out_path, result)
     print_summary(result)
     print(f"saved {out_path}")
