@@ -21,15 +21,7 @@ from scipy.stats import spearmanr, wasserstein_distance
 
 from brainspade.errors import InputError
 from brainspade.io import load_nifti, save_json
-from brainspade.labels import (
-    CONDITION_KEYS,
-    LABEL_CODES,
-    LABELS,
-    LESION_CODES,
-    int_to_pv,
-    pv_to_int,
-    tissue_volumes_ml,
-)
+from brainspade.labels import CONDITION_KEYS, LABEL_CODES, LABELS, LESION_CODES, int_to_pv, pv_to_int, tissue_volumes_ml
 from brainspade.profiles import get_profile
 
 from .data import load_datalist, pv_condition_ml
@@ -314,7 +306,9 @@ def print_summary(result: dict) -> None:
     print(f"{'figure':<40}{'network alone':>15}{'delivered':>12}{'training':>12}")
     for name, row in result["side_by_side"].items():
         cells = [row.get(k) for k in (*VARIANTS, "training")]
-        print(f"{name:<40}" + "".join(f"{'-' if c is None else c:>{w}}" for c, w in zip(cells, (15, 12, 12), strict=True)))
+        print(
+            f"{name:<40}" + "".join(f"{'-' if c is None else c:>{w}}" for c, w in zip(cells, (15, 12, 12), strict=True))
+        )
 
 
 def draw(sampler, requests: list[dict], seed: int, **settings) -> tuple[list[dict], float]:

@@ -135,21 +135,10 @@ class LabelSampler:
         # bf16 autocast on CUDA only (the CPU path stays float32: bf16 convolutions are slower there)
         self.amp = bool(amp) and self.device.type == "cuda"
         self.decode_roi, self.decode_overlap = decode_roi, decode_overlap  # checked in settings()
-        self.config = {
-            "num_samples": num_samples,
-            "seed": seed,
-            "sampling": sampling,
-            "steps": steps,
-            "guidance_scale": guidance_scale,
-            "max_retries": max_retries,
-            "match_volumes": match_volumes,
-            "match_mode": match_mode,
-            "match_tolerance": match_tolerance,
-            "wmh_ml": wmh_ml,
-            "tumour_ml": tumour_ml,
-            "oedema_ml": oedema_ml,
-            "enhancing_ml": enhancing_ml,
-        }
+        self.config = {"num_samples": num_samples, "seed": seed, "sampling": sampling, "steps": steps}
+        self.config.update(guidance_scale=guidance_scale, max_retries=max_retries, match_volumes=match_volumes)
+        self.config.update(match_mode=match_mode, match_tolerance=match_tolerance)
+        self.config.update(wmh_ml=wmh_ml, tumour_ml=tumour_ml, oedema_ml=oedema_ml, enhancing_ml=enhancing_ml)
         self.space: ConditionSpace | None = None
         self.meta: dict = {}
 
