@@ -187,3 +187,23 @@ def test_the_exported_generator_is_the_ema_copy(trained):
     assert all(torch.equal(exported[k], ema[k]) for k in exported)
     assert int(ckpt["ema"]["n_averaged"]) == _trainer_state(trained / "checkpoint_final.pt")["iteration"]
     assert any(not torch.equal(exported[k], ckpt["generator"][k]) for k in exported if exported[k].is_floating_point())
+
+
+def test_the_style_film_path_starts_as_the_identity_and_then_carries_the_style_code():
+    """style_film adds one zero-initialised Linear: old weights load beside it and decode exactly as before; once it
+    is trained, the style code changes the image through it even where the SPADE path would not."""
+    torch.manual_seed(0)
+    plain = common_parser().get_parsed_content("network_def").eval()
+    film = common_parser(style_film=True).get_parsed_content("network_def").eval()
+    missing, unexpected = film.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == ["film.bias", "film.weight"] and not unexpected
+    pv = torch.softmax(torch.randn(1, 10, 32, 32, 32, generator=torch.Generator().manual_seed(1)), 1)
+    z = torch.randn(2, TINY["z_dim"], generator=torch.Generator().manual_seed(2))
+    c = torch.tensor([0, 0])
+    with torch.no_grad():
+        assert torch.equal(
+            plain.decode(pv.expand(2, -1, -1, -1, -1), c, z), film.decode(pv.expand(2, -1, -1, -1, -1), c, z)
+        )
+        torch.nn.init.normal_(film.film.weight, std=0.5)
+        out = film.decode(pv.expand(2, -1, -1, -1, -1), c, z)
+    assert not torch.allclose(out[0], out[1])

@@ -38,6 +38,10 @@ class ContrastSPADENet(nn.Module):
         mask_background: multiply the output by the brain fraction (1 - background PV).
         use_checkpoint: gradient checkpointing of the SPADE decoder blocks in training (recomputed in the backward
             pass: less activation memory for the paper profile at the cost of about one more forward).
+        style_film: the style code also scales and shifts the head's hidden features (FiLM, one Linear layer,
+            zero-initialised so it starts as the identity). SPADE's only style path is the decoder's first grid,
+            whose per-channel level the next instance norm removes: with it alone the code collapsed to the prior
+            (sampled styles spread 25x less than the phantom scanners, measured), so appearance did not carry.
     """
 
     def __init__(
@@ -54,6 +58,7 @@ class ContrastSPADENet(nn.Module):
         mask_background: bool = True,
         upsampling_mode: str = "nearest",
         use_checkpoint: bool = False,
+        style_film: bool = False,
     ):
         super().__init__()
         self.use_checkpoint = bool(use_checkpoint)
@@ -85,6 +90,10 @@ class ContrastSPADENet(nn.Module):
             Convolution(3, head_channels + self.label_nc, head_hidden, kernel_size=head_kernel, act=act, norm=None),
             Convolution(3, head_hidden, 1, kernel_size=head_kernel, act=None, norm=None, conv_only=True),
         )
+        self.film = nn.Linear(self.z_dim, 2 * head_hidden) if style_film else None
+        if self.film is not None:
+            nn.init.zeros_(self.film.weight)
+            nn.init.zeros_(self.film.bias)
 
     def condition(self, pv: torch.Tensor, contrast: torch.Tensor) -> torch.Tensor:
         """Label channels + contrast one-hot broadcast over space: (B, label_nc, X, Y, Z)."""
@@ -107,7 +116,11 @@ class ContrastSPADENet(nn.Module):
         (see `patch_window`), so a patch is decoded as it would be inside the whole volume (patch training)."""
         seg = self.condition(pv, contrast)
         feat = self._spade_decode(seg, z, latent_window)
-        out = self.head(torch.cat([feat, seg], 1))
+        hidden = self.head[0](torch.cat([feat, seg], 1))
+        if self.film is not None:
+            scale, shift = self.film(z)[:, :, None, None, None].chunk(2, dim=1)
+            hidden = hidden * (1.0 + scale) + shift
+        out = self.head[1](hidden)
         if self.mask_background:
             out = out * (1.0 - pv[:, :1])
         return out
