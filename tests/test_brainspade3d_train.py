@@ -50,7 +50,12 @@ def _evaluate(ckpt: Path, datalist, output_dir: Path, **extra):
 @pytest.fixture(scope="module")
 def trained(tiny_phantoms, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("b3d_train") / "run"
-    run(config_file=[*TRAIN, str(TINY_CONFIG)], max_epochs=1, **_train_overrides(tiny_phantoms, run_dir))
+    run(
+        config_file=[*TRAIN, str(TINY_CONFIG)],
+        max_epochs=1,
+        snapshot_interval=1,
+        **_train_overrides(tiny_phantoms, run_dir),
+    )
     return run_dir
 
 
@@ -207,3 +212,25 @@ def test_the_style_film_path_starts_as_the_identity_and_then_carries_the_style_c
         torch.nn.init.normal_(film.film.weight, std=0.5)
         out = film.decode(pv.expand(2, -1, -1, -1, -1), c, z)
     assert not torch.allclose(out[0], out[1])
+
+
+def test_the_validation_curve_evaluates_each_snapshot_once(trained, tiny_phantoms, tmp_path):
+    """evaluate.yaml's `curve`: one point per EMA snapshot (plus the starting weights), a plot; a rerun adds nothing."""
+    out = tmp_path / "curve"
+    args = dict(
+        config_file=[str(CONFIGS / "evaluate.yaml"), str(TINY_CONFIG)],
+        snapshot_dir=str(trained / "snapshots"),
+        output_dir=str(out),
+        datalist=str(tiny_phantoms),
+        epoch_length=2,
+        curve_start_weights=str(trained / "model.pt"),
+        curve_start_iteration=100,
+        curve_overrides={"datalist_key": "test", "max_pairs": 2, "style_samples": 2},
+    )
+    run("curve", **args)
+    rows = [json.loads(line) for line in (out / "curve.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [100, 102]
+    assert all(0 <= v <= 1 for r in rows for v in r["ssim_sampled"].values() if v is not None)
+    assert (out / "curve.png").stat().st_size > 0
+    run("curve", **args)
+    assert len((out / "curve.jsonl").read_text().splitlines()) == 2

@@ -6,12 +6,13 @@ Imported from configs with `brainspade.bundle.load_scripts(@bundle_root, 'brains
 
 from brainspade.bundle import bundle_version
 
-from . import data, evaluate, generation, grid, inference, montage, networks, training
+from . import curve, data, evaluate, generation, grid, inference, montage, networks, training
 from .data import contrast_pairs
 from .networks import ContrastSPADENet
 from .training import SPADEGANStep, resume_handlers
 
 __all__ = [
+    "curve",
     "data",
     "evaluate",
     "generation",
