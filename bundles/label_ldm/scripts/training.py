@@ -278,7 +278,8 @@ def encode_datalist(
 
 
 class DiffusionPreview:
-    """`sample_fn` for ImageLogHandler: one guided DDIM sample from the current diffusion weights."""
+    """`sample_fn` for ImageLogHandler: one guided DDIM sample from the current diffusion weights (`network`, e.g. the
+    EMA copy that sampling uses; the trainer's network when None)."""
 
     def __init__(
         self,
@@ -289,7 +290,9 @@ class DiffusionPreview:
         steps: int = 10,
         guidance_scale: float = 3.0,
         cond_fill: float = -1.0,
+        network: torch.nn.Module | None = None,
     ) -> None:
+        self.network = network
         self.autoencoder, self.autoencoder_path = autoencoder, autoencoder_path
         self.scheduler, self.meta, self.steps = scheduler, meta, int(steps)
         self.guidance_scale, self.cond_fill = float(guidance_scale), float(cond_fill)
@@ -306,7 +309,8 @@ class DiffusionPreview:
         if not self.loaded:
             load_weights(self.autoencoder, self.autoencoder_path, "autoencoder", device)
             self.loaded = True
-        net = unwrap(engine.network)
+        net = unwrap(self.network if self.network is not None else engine.network)
+        was_training = net.training
         net.eval()
         self.scheduler.set_timesteps(self.steps)
         inferer = LatentDiffusionInferer(self.scheduler, scale_factor=self.meta.scale_factor)
@@ -323,7 +327,7 @@ class DiffusionPreview:
             cfg_fill_value=self.cond_fill,
             verbose=False,
         )
-        net.train()
+        net.train(was_training)
         pv = torch.softmax(out[0].float(), 0).cpu()
         return pv, lesion_volumes_ml(pv.numpy(), get_profile(self.meta.profile).voxel_mm3)
 
