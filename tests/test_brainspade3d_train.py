@@ -234,3 +234,14 @@ def test_the_validation_curve_evaluates_each_snapshot_once(trained, tiny_phantom
     assert (out / "curve.png").stat().st_size > 0
     run("curve", **args)
     assert len((out / "curve.jsonl").read_text().splitlines()) == 2
+
+
+def test_the_reconstruction_term_weights_lesion_voxels():
+    """masked_l1: background voxels count 0, brain voxels 1, lesion voxels `lesion_weight` (a weighted mean)."""
+    masked_l1 = load_scripts(BUNDLE, "brainspade3d_scripts").training.masked_l1
+    pv = torch.zeros(1, 10, 3, 1, 1)
+    pv[0, 0, 0], pv[0, 3, 1], pv[0, 6, 2] = 1.0, 1.0, 1.0  # background, white matter, WMH
+    real = torch.zeros(1, 1, 3, 1, 1)
+    fake = torch.tensor([5.0, 0.0, 1.0]).reshape(1, 1, 3, 1, 1)  # wrong in the background and in the lesion only
+    assert masked_l1(fake, real, pv).item() == pytest.approx(0.5)  # (0 + 1) / 2
+    assert masked_l1(fake, real, pv, 4.0).item() == pytest.approx(0.8)  # (0 + 4) / 5
