@@ -195,7 +195,7 @@ def test_evaluation_reports_every_figure_per_contrast(tiny_phantoms, tiny_genera
     for r in report["per_contrast"].values():
         assert r["num_pairs"] == r["style_transfer_pairs"] == subjects
         assert {"csf", "gm", "wm"} <= set(r["tissue_error_sampled_per_label"]) <= set(LABEL_CODES)
-        assert r["tissue_error_sampled"] >= 0 and r["tissue_error_encoded"] >= 0
+        assert r["tissue_error_sampled"] >= 0 and r["tissue_error_encoded"] >= 0 and r["tissue_error_phantom"] >= 0
         assert -1 <= r["ssim_encoded"] <= 1 and r["psnr_sampled"] > 0
         assert 0 <= r["dice_real"] <= 1 and 0 <= r["dice_synthetic"] <= 1 and r["dice_ratio"] >= 0
         assert 0 <= r["style_transfer_fraction"] <= 1 and r["style_transfer_distance"] >= 0

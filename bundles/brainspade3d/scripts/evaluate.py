@@ -8,7 +8,9 @@ least `min_voxels` voxels; the brain is every non-background voxel.
   same label map, each z-scored inside the brain; per label (CSF, GM, WM, deep GM, brainstem, WMH, tumour core,
   oedema, enhancing), the absolute difference of their mean z-scored intensities (SD units). Per label and as the
   mean over labels, with a sampled style (`*_sampled`, what the main command does) and with the style encoded from
-  the phantom image (`*_encoded`).
+  the phantom image (`*_encoded`); beside them the phantom renderer's own floor (`tissue_error_phantom`): another
+  rendering of the same label map by its training scanner (style 'a', another rng) against the phantom image. A
+  sampled style cannot know the phantom's random scanner draw, so that floor bounds what `*_sampled` can reach.
 - **Label fidelity** (`dice_per_label`, `fidelity_ratios`): the segmenter bundle's model (shipped weights by
   default) on the synthetic (sampled style) and on the phantom image of the same label map: MONAI `DiceMetric` per
   label 1..9 against that label map, and the ratio synthetic/phantom per label and of the means over labels.
@@ -141,14 +143,18 @@ def profile_spread(profiles: list[dict[str, float]]) -> float:
     return float(np.mean([np.std([p[k] for p in profiles]) for k in keys])) if keys else float("nan")
 
 
-def phantom_profiles(pv: np.ndarray, contrast: str, seed: int, k: int, min_voxels: int = MIN_VOXELS) -> list[dict]:
-    """Profiles of `k` renderings of one PV map by the phantom renderer's training scanner (style 'a'), one rng
-    each: the appearance variety the generator learned from."""
+def phantom_renderings(pv: np.ndarray, contrast: str, seed: int, k: int) -> list[np.ndarray]:
+    """`k` renderings of one PV map by the phantom renderer's training scanner (style 'a'), one rng each: the
+    appearance variety the generator learned from."""
     from brainspade.phantom.render import render
 
+    return [render(pv, contrast, np.random.default_rng([seed, i]), "a") for i in range(k)]
+
+
+def phantom_profiles(pv: np.ndarray, contrast: str, seed: int, k: int, min_voxels: int = MIN_VOXELS) -> list[dict]:
+    """Profiles of `phantom_renderings`."""
     labels = pv_to_int(pv)
-    rngs = (np.random.default_rng([seed, i]) for i in range(k))
-    return [style_profile(render(pv, contrast, rng, "a"), labels, min_voxels) for rng in rngs]
+    return [style_profile(img, labels, min_voxels) for img in phantom_renderings(pv, contrast, seed, k)]
 
 
 def tissue_distances(real: np.ndarray, fake: np.ndarray, labels: np.ndarray, min_voxels: int = 10) -> dict[str, float]:
@@ -305,8 +311,11 @@ def score_pair(network, item: dict, contrast: str, seed: int, cfg: Settings, ref
     if cfg.segment is not None:
         per_label["dice_real"] = dice_per_label(cfg.segment(real), labels)
         per_label["dice_synthetic"] = dice_per_label(cfg.segment(sampled[0]), labels)
+    # the renderer's own scanner-to-scanner floor: another rendering of this map against the phantom image
+    renders = phantom_renderings(pv, contrast, seed, max(2, cfg.style_samples))
+    per_label["tissue_error_phantom"] = tissue_errors(renders[0], real, labels, mv)
     scalars["style_spread_generated"] = profile_spread([style_profile(s, labels, mv) for s in sampled])
-    scalars["style_spread_phantom"] = profile_spread(phantom_profiles(pv, contrast, seed, cfg.style_samples, mv))
+    scalars["style_spread_phantom"] = profile_spread([style_profile(r, labels, mv) for r in renders])
     if ref is not None:
         scalars.update(transfer_scores(network, pv, contrast, ref, sampled, cfg))
     return {"scalars": scalars, "per_label": per_label}
@@ -367,6 +376,7 @@ def print_table(results: dict) -> None:
         ("pairs", "num_pairs", "d"),
         ("err_smp", "tissue_error_sampled", ".3f"),
         ("err_enc", "tissue_error_encoded", ".3f"),
+        ("err_ph", "tissue_error_phantom", ".3f"),
         ("ssim_enc", "ssim_encoded", ".3f"),
         ("ssim_smp", "ssim_sampled", ".3f"),
         ("psnr_enc", "psnr_encoded", ".2f"),
