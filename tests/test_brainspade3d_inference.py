@@ -305,7 +305,7 @@ def test_main_command_from_a_copied_bundle_folder(chain, tmp_path):
         )
     own = tmp_path / "zoo" / "brainspade3d"
     meta = own / "configs" / "metadata.json"
-    meta.write_text(meta.read_text().replace('"version": "0.1.0"', '"version": "9.9.9"'))  # marks the copy
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "version": "9.9.9"}))  # marks the copy
     over = write_overrides(chain, tmp_path / "tiny.json")
     res = run_cmd(
         [
