@@ -14,7 +14,23 @@ from pathlib import Path
 from brainspade.bundle import bundle_config
 from brainspade.errors import InputError
 
-CURVE_FIGURES = ("tissue_error_sampled", "ssim_sampled", "style_transfer_fraction", "style_diversity_ratio")
+CURVE_FIGURES = (
+    "tissue_error_sampled",
+    "tissue_error_encoded",
+    "tissue_error_phantom",
+    "ssim_sampled",
+    "style_transfer_fraction",
+    "style_diversity_ratio",
+)
+# the plot's panels: (y label, [(figure, line style)])
+PANELS = (
+    (
+        "tissue intensity error (SD): sampled -, encoded --",
+        [("tissue_error_sampled", "-"), ("tissue_error_encoded", "--")],
+    ),
+    ("SSIM (sampled style)", [("ssim_sampled", "-")]),
+    ("style diversity / phantom scanners", [("style_diversity_ratio", "-")]),
+)
 _EPOCH = re.compile(r"epoch=(\d+)\.pt$")
 
 
@@ -69,7 +85,7 @@ def snapshot_curve(
 
 
 def plot_curve(rows: list[dict], png: Path) -> Path:
-    """Per-tissue intensity error and SSIM per contrast against the training iteration."""
+    """Tissue error (sampled and encoded style), SSIM and style diversity per contrast against the iteration."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -77,14 +93,18 @@ def plot_curve(rows: list[dict], png: Path) -> Path:
 
     rows = sorted(rows, key=lambda r: r["iteration"])
     its = [r["iteration"] for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, figure, label in zip(axes, CURVE_FIGURES[:2], ("tissue intensity error (SD)", "SSIM"), strict=True):
-        for contrast in rows[-1][figure]:
-            ax.plot(its, [r[figure].get(contrast) for r in rows], marker="o", label=contrast)
-        ax.set(xlabel="training iteration (one 64^3 patch each)", ylabel=label, title=f"validation: {label}")
+    contrasts = list(rows[-1]["tissue_error_sampled"])
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(14, 4))
+    for ax, (label, lines) in zip(axes, PANELS, strict=True):
+        for i, contrast in enumerate(contrasts):
+            for figure, style in lines:
+                values = [r.get(figure, {}).get(contrast) for r in rows]
+                ax.plot(its, [v if v is not None else float("nan") for v in values], style, color=f"C{i}", marker=".")
+        ax.set(xlabel="training iteration (one 64^3 patch each)", title=label)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    axes[0].axhline(0.15, color="k", ls="--", lw=1)  # the target
+    axes[0].axhline(0.15, color="k", ls=":", lw=1)  # the target
+    axes[2].axhline(1.0, color="k", ls=":", lw=1)
+    axes[0].legend([plt.Line2D([], [], color=f"C{i}") for i in range(len(contrasts))], contrasts, fontsize=8)
     fig.tight_layout()
     fig.savefig(png, dpi=90)
     plt.close(fig)
