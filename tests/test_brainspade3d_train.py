@@ -245,3 +245,28 @@ def test_the_reconstruction_term_weights_lesion_voxels():
     fake = torch.tensor([5.0, 0.0, 1.0]).reshape(1, 1, 3, 1, 1)  # wrong in the background and in the lesion only
     assert masked_l1(fake, real, pv).item() == pytest.approx(0.5)  # (0 + 1) / 2
     assert masked_l1(fake, real, pv, 4.0).item() == pytest.approx(0.8)  # (0 + 4) / 5
+
+
+def test_tiles_cover_the_volume_on_the_grid_and_one_whole_tile_synthesises_as_decode():
+    scripts = load_scripts(BUNDLE, "brainspade3d_scripts")
+    tiles = scripts.networks.tile_windows([96, 96, 80], [64, 64, 64], [32, 32, 32], 16)
+    assert len(tiles) == 2 * 2 * 2  # corners 0 and 32 on the 96 sides, 0 and 16 (flush) on the 80 side
+    cover = torch.zeros(96, 96, 80)
+    for vox, lat in tiles:
+        cover[vox] += 1
+        assert all(
+            v.start % 16 == 0 and (lt.start, lt.stop) == (v.start // 16, v.stop // 16)
+            for v, lt in zip(vox, lat, strict=True)
+        )
+    assert cover.min() >= 1
+    torch.manual_seed(0)
+    net = common_parser().get_parsed_content("network_def").eval()
+    pv = torch.softmax(torch.randn(1, 10, 32, 32, 32, generator=torch.Generator().manual_seed(1)), 1)
+    z, c = torch.randn(1, TINY["z_dim"], generator=torch.Generator().manual_seed(2)), torch.tensor([2])
+    with torch.no_grad():
+        whole = net.decode(pv, c, z)
+        net.tile_size = net.tile_stride = [32, 32, 32]
+        assert torch.allclose(net.synthesise(pv, c, z), whole, atol=1e-6)
+        net.tile_size, net.tile_stride = [16, 16, 16], [8, 8, 8]
+        tiled = net.synthesise(pv, c, z)
+    assert tiled.shape == whole.shape and torch.isfinite(tiled).all() and not torch.allclose(tiled, whole)

@@ -43,5 +43,5 @@ def generate_images(network, pv: np.ndarray, contrasts: list[str], z: torch.Tens
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.device(device).type == "cuda"):
         for c in contrasts:
             idx = torch.tensor([CONTRASTS.index(c)], device=device)
-            out[c] = network.decode(pv_t, idx, z.to(device))[0, 0].float().cpu().numpy()
+            out[c] = network.synthesise(pv_t, idx, z.to(device))[0, 0].float().cpu().numpy()
     return out

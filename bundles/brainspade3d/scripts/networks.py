@@ -38,6 +38,9 @@ class ContrastSPADENet(nn.Module):
         mask_background: multiply the output by the brain fraction (1 - background PV).
         use_checkpoint: gradient checkpointing of the SPADE decoder blocks in training (recomputed in the backward
             pass: less activation memory for the paper profile at the cost of about one more forward).
+        tile_size, tile_stride: `synthesise` decodes in grid-aligned tiles of this size and stride (voxels, multiples
+            of `grid_step`) blended with a Gaussian weight: the decoder's instance norms then see the statistics of
+            the patches it was trained on (patch training), not those of the whole volume. None: whole volumes.
         style_film: the style code also scales and shifts the head's hidden features (FiLM, one Linear layer,
             zero-initialised so it starts as the identity). SPADE's only style path is the decoder's first grid,
             whose per-channel level the next instance norm removes: with it alone the code collapsed to the prior
@@ -59,6 +62,8 @@ class ContrastSPADENet(nn.Module):
         upsampling_mode: str = "nearest",
         use_checkpoint: bool = False,
         style_film: bool = False,
+        tile_size: Sequence[int] | None = None,
+        tile_stride: Sequence[int] | None = None,
     ):
         super().__init__()
         self.use_checkpoint = bool(use_checkpoint)
@@ -90,6 +95,8 @@ class ContrastSPADENet(nn.Module):
             Convolution(3, head_channels + self.label_nc, head_hidden, kernel_size=head_kernel, act=act, norm=None),
             Convolution(3, head_hidden, 1, kernel_size=head_kernel, act=None, norm=None, conv_only=True),
         )
+        self.tile_size = list(tile_size) if tile_size else None
+        self.tile_stride = list(tile_stride) if tile_stride else self.tile_size
         self.film = nn.Linear(self.z_dim, 2 * head_hidden) if style_film else None
         if self.film is not None:
             nn.init.zeros_(self.film.weight)
@@ -124,6 +131,24 @@ class ContrastSPADENet(nn.Module):
         if self.mask_background:
             out = out * (1.0 - pv[:, :1])
         return out
+
+    def synthesise(self, pv: torch.Tensor, contrast: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The whole image of `pv`: decoded whole, or in tiles (`tile_size`) when the generator was trained on patches."""
+        if self.tile_size is None:
+            return self.decode(pv, contrast, z)
+        from monai.data.utils import compute_importance_map
+
+        tiles = tile_windows(pv.shape[2:], self.tile_size, self.tile_stride, self.grid_step)
+        out = weight = None
+        for vox, lat in tiles:
+            index = (slice(None), slice(None), *vox)
+            patch = self.decode(pv[index], contrast, z, lat)
+            w = compute_importance_map(patch.shape[2:], mode="gaussian", device=patch.device, dtype=patch.dtype)
+            if out is None:
+                out, weight = patch.new_zeros((*patch.shape[:2], *pv.shape[2:])), patch.new_zeros(pv.shape[2:])
+            out[index] += patch * w
+            weight[vox] += w
+        return out / weight
 
     @property
     def grid_step(self) -> int:
@@ -186,3 +211,23 @@ def patch_window(
         vox.append(slice(corner, corner + side))
         lat.append(slice(corner // step, (corner + side) // step))
     return tuple(vox), tuple(lat)
+
+
+def tile_windows(
+    shape: Sequence[int], tile: Sequence[int], stride: Sequence[int], step: int
+) -> list[tuple[tuple[slice, ...], tuple[slice, ...]]]:
+    """Grid-aligned tiles covering a volume of `shape`: [(voxel slices, latent slices)], corners every `stride`
+    voxels plus one flush with the far side; sides clipped to the volume; everything a multiple of `step`."""
+    per_axis = []
+    for size, side, hop in zip(shape, tile, stride, strict=True):
+        side, hop = min(int(side), int(size)), max(int(step), int(hop))
+        if size % step or side % step or hop % step:
+            raise ValueError(
+                f"tiles {list(tile)} / {list(stride)} and volume {list(shape)} must be multiples of {step}"
+            )
+        corners = sorted({*range(0, size - side + 1, hop), size - side})
+        per_axis.append([(slice(c, c + side), slice(c // step, (c + side) // step)) for c in corners])
+    windows = [()]
+    for axis in per_axis:
+        windows = [w + (a,) for w in windows for a in axis]
+    return [(tuple(v for v, _ in w), tuple(lt for _, lt in w)) for w in windows]
