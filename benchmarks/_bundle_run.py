@@ -155,3 +155,20 @@ def write_result(name: str, profile: str, res: dict, output: str | None = None) 
     save_json(out, res)
     print(json.dumps(res))
     return out
+
+
+def step_timing_args(doc: str, steps: int, quick_help: str, argv: list[str] | None = None):
+    """The options every step-timing benchmark takes (--threads, --steps, --quick, --output), parsed, with torch's
+    CPU threads set to --threads."""
+    import argparse
+
+    import torch
+
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--quick", action="store_true", help=quick_help)
+    p.add_argument("--output", default=None)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    return a

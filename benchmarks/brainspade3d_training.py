@@ -10,7 +10,6 @@ Writes benchmarks/results/brainspade3d_training.json (or --output).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -62,21 +61,14 @@ def measure(steps: int, base: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    import torch
     from monai.bundle import ConfigParser
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from _bundle_run import machine, write_result
+    from _bundle_run import machine, step_timing_args, write_result
 
     from brainspade.precision import bf16_pays
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--steps", type=int, default=4)
-    p.add_argument("--quick", action="store_true", help="tiny profile and widths, 1 step (smoke test)")
-    p.add_argument("--output", default=None)
-    a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
+    a = step_timing_args(__doc__, 4, "tiny profile and widths, 1 step (smoke test)", argv)
     base = ConfigParser.load_config_file(str(CONFIGS / "tiny.yaml")) if a.quick else {}
     base = {k: v for k, v in base.items() if not k.startswith("untrained")}
     res = {

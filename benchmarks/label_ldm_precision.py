@@ -12,7 +12,6 @@ Writes benchmarks/results/label_ldm_precision.json (or --output).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 import types
@@ -126,20 +125,13 @@ def _speedups(res: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    import torch
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from _bundle_run import machine, write_result
+    from _bundle_run import machine, step_timing_args, write_result
 
     from brainspade.precision import bf16_pays
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--steps", type=int, default=4)
-    p.add_argument("--quick", action="store_true", help="the tiny overlay, 1 step (smoke test)")
-    p.add_argument("--output", default=None)
-    a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
+    a = step_timing_args(__doc__, 4, "the tiny overlay, 1 step (smoke test)", argv)
     steps = 1 if a.quick else a.steps
     res = {"benchmark": "label_ldm_precision", "threads": a.threads, "steps": steps, "quick": bool(a.quick)}
     res["bf16_native"] = bf16_pays("cpu")

@@ -10,7 +10,6 @@ Writes benchmarks/results/segmenter_precision.json (or --output).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -98,19 +97,12 @@ def _kwargs(net) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    import torch
     from monai.bundle import ConfigParser
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from _bundle_run import machine, write_result
+    from _bundle_run import machine, step_timing_args, write_result
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--steps", type=int, default=6)
-    p.add_argument("--quick", action="store_true", help="tiny widths and patch, 2 steps (smoke test)")
-    p.add_argument("--output", default=None)
-    a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
+    a = step_timing_args(__doc__, 6, "tiny widths and patch, 2 steps (smoke test)", argv)
     overrides = (
         {**ConfigParser.load_config_file(str(BUNDLE / "configs" / "tiny.yaml")), "num_samples": 1} if a.quick else {}
     )

@@ -1,6 +1,7 @@
 """Smoke runs of the brainspade3d benchmarks in their tiny mode (real subprocesses of the main command: slow)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -43,3 +44,22 @@ def test_network_scaling_case_runs_forward_and_training_steps(case, train, ckpt)
     assert row["shape"] == [32, 32, 32] and row["mode"] == ("train" if train else "forward")
     assert row["checkpointing"] is (ckpt and case in (0, 2)) and row["seconds"] > 0 and row["peak_rss_gb"] > 0
     assert row["device"] in ("cpu", "cuda") and ("peak_gpu_gb" in row) == (row["device"] == "cuda")
+
+
+@pytest.mark.parametrize("script", ["brainspade3d_training.py", "label_ldm_precision.py", "segmenter_precision.py"])
+def test_step_timing_benchmarks_quick_mode(tmp_path, script):
+    """The training-step precision benchmarks in --quick mode: every mode timed and a ratio reported."""
+    out = tmp_path / "res.json"
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--threads", "1", "--output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=str(ROOT),
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    r = json.loads(out.read_text())
+    parts = [r, *(v for v in r.values() if isinstance(v, dict))]  # label_ldm reports per network
+    speedups = [v for part in parts for k, v in part.items() if k.startswith(("speedup", "train_speedup"))]
+    assert r["quick"] is True and speedups and all(v > 0 for v in speedups)
