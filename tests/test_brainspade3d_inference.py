@@ -193,16 +193,18 @@ def test_style_image_from_a_real_scan_on_any_grid(chain, tiny_phantoms, tmp_path
     assert side["style_image"] == str(real.resolve()) and side["style_seed"] is None
 
 
-# issue 16: the shipped generator (350 iterations) barely uses its style code, so --style_image changes little yet
-STYLE_COLLAPSED = (
-    "shipped brainspade3d weights: the style code has collapsed to the prior (issue 16; encoded and sampled styles "
-    "score the same), so --style_image does not yet carry the reference's appearance; retraining under way"
+# issue 16: the 0.2.0 generator uses its style code (sampled styles spread 0.5-0.6x the phantom scanners, 0.1.0:
+# 0.04x), but --style_image does not yet carry a reference's appearance reliably (2 of 5 pairs here, 50-100 % in
+# evaluate.yaml); the test stays the target
+STYLE_NOT_YET = (
+    "shipped brainspade3d 0.2.0 weights: the style-transferred profile is closer to the reference than the "
+    "sampled-style median in 2 of 5 pairs (target >= 90 %, issue 16)"
 )
 PHANTOMS = Path(__file__).resolve().parent.parent / "data" / "phantoms" / "default" / "datalist.json"
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason=STYLE_COLLAPSED, raises=AssertionError, strict=False)
+@pytest.mark.xfail(reason=STYLE_NOT_YET, raises=AssertionError, strict=False)
 @pytest.mark.skipif(not PHANTOMS.is_file(), reason="needs data/phantoms/default (python -m brainspade.phantom ...)")
 def test_style_image_carries_the_appearance_with_the_shipped_weights(tmp_path):
     """Main command, default profile, shipped weights: for held-out phantom pairs (style image X = subject i's image,

@@ -198,7 +198,7 @@ def test_the_style_film_path_starts_as_the_identity_and_then_carries_the_style_c
     """style_film adds one zero-initialised Linear: old weights load beside it and decode exactly as before; once it
     is trained, the style code changes the image through it even where the SPADE path would not."""
     torch.manual_seed(0)
-    plain = common_parser().get_parsed_content("network_def").eval()
+    plain = common_parser(style_film=False).get_parsed_content("network_def").eval()
     film = common_parser(style_film=True).get_parsed_content("network_def").eval()
     missing, unexpected = film.load_state_dict(plain.state_dict(), strict=False)
     assert sorted(missing) == ["film.bias", "film.weight"] and not unexpected

@@ -100,7 +100,7 @@ def plot_curve(rows: list[dict], png: Path) -> Path:
             for figure, style in lines:
                 values = [r.get(figure, {}).get(contrast) for r in rows]
                 ax.plot(its, [v if v is not None else float("nan") for v in values], style, color=f"C{i}", marker=".")
-        ax.set(xlabel="training iteration (one 64^3 patch each)", title=label)
+        ax.set(xlabel="training iteration", title=label)
         ax.grid(alpha=0.3)
     axes[0].axhline(0.15, color="k", ls=":", lw=1)  # the target
     axes[2].axhline(1.0, color="k", ls=":", lw=1)
