@@ -196,21 +196,26 @@ class ContrastSPADENet(nn.Module):
         return self.decode(pv, contrast, z)
 
 
+def _axis_windows(size: int, side: int, hop: int, step: int) -> list[tuple[slice, slice]]:
+    """(voxel slice, latent slice) of each grid-aligned window of `side` voxels along an axis of `size`, corners
+    every `hop` voxels plus one flush with the far side; `side` is clipped to `size`."""
+    side, hop = min(int(side), int(size)), max(int(step), int(hop))
+    if size % step or side % step or hop % step:
+        raise ValueError(f"windows of {side} every {hop} voxels on a side of {size} must be multiples of {step} voxels")
+    corners = sorted({*range(0, size - side + 1, hop), size - side})
+    return [(slice(c, c + side), slice(c // step, (c + side) // step)) for c in corners]
+
+
 def patch_window(
     shape: Sequence[int], patch: Sequence[int], step: int, generator: torch.Generator | None = None
 ) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
     """A random patch of a volume of `shape`, its corner on the decoder's `step`-voxel grid: (voxel slices, latent
     slices). Sides are clipped to the volume; every side of `shape` and `patch` must divide by `step`."""
-    vox, lat = [], []
+    picked = []
     for size, side in zip(shape, patch, strict=True):
-        side = min(int(side), int(size))
-        if size % step or side % step:
-            raise ValueError(f"patch {list(patch)} and volume {list(shape)} must be multiples of {step} voxels")
-        cells = (size - side) // step + 1
-        corner = int(torch.randint(cells, (1,), generator=generator)) * step
-        vox.append(slice(corner, corner + side))
-        lat.append(slice(corner // step, (corner + side) // step))
-    return tuple(vox), tuple(lat)
+        options = _axis_windows(size, side, step, step)
+        picked.append(options[int(torch.randint(len(options), (1,), generator=generator))])
+    return tuple(v for v, _ in picked), tuple(lt for _, lt in picked)
 
 
 def tile_windows(
@@ -218,16 +223,7 @@ def tile_windows(
 ) -> list[tuple[tuple[slice, ...], tuple[slice, ...]]]:
     """Grid-aligned tiles covering a volume of `shape`: [(voxel slices, latent slices)], corners every `stride`
     voxels plus one flush with the far side; sides clipped to the volume; everything a multiple of `step`."""
-    per_axis = []
-    for size, side, hop in zip(shape, tile, stride, strict=True):
-        side, hop = min(int(side), int(size)), max(int(step), int(hop))
-        if size % step or side % step or hop % step:
-            raise ValueError(
-                f"tiles {list(tile)} / {list(stride)} and volume {list(shape)} must be multiples of {step}"
-            )
-        corners = sorted({*range(0, size - side + 1, hop), size - side})
-        per_axis.append([(slice(c, c + side), slice(c // step, (c + side) // step)) for c in corners])
     windows = [()]
-    for axis in per_axis:
-        windows = [w + (a,) for w in windows for a in axis]
+    for size, side, hop in zip(shape, tile, stride, strict=True):
+        windows = [w + (a,) for w in windows for a in _axis_windows(size, side, hop, step)]
     return [(tuple(v for v, _ in w), tuple(lt for _, lt in w)) for w in windows]
