@@ -172,3 +172,12 @@ def step_timing_args(doc: str, steps: int, quick_help: str, argv: list[str] | No
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     return a
+
+
+def mean_step_seconds(fn, steps: int) -> float:
+    """Mean wall time of `fn()` over `steps` calls, after one warm-up call (kernels chosen, memory pools filled)."""
+    fn()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    return (time.perf_counter() - t0) / steps

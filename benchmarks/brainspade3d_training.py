@@ -11,9 +11,10 @@ Writes benchmarks/results/brainspade3d_training.json (or --output).
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
+
+from _bundle_run import mean_step_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -49,11 +50,8 @@ def measure(steps: int, base: dict) -> dict:
     out: dict = {}
     for mode, over in MODES.items():
         step, batch, shape = _step({**base, **over})
-        step(engine, batch)  # warm-up: kernels chosen, memory pools filled
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            step(engine, batch)
-        out[mode] = {"train_shape": list(shape), "step_s": round((time.perf_counter() - t0) / steps, 3)}
+        seconds = mean_step_seconds(lambda s=step, b=batch: s(engine, b), steps)
+        out[mode] = {"train_shape": list(shape), "step_s": round(seconds, 3)}
     ref = out["fp32_whole"]["step_s"]
     out["speedup_bf16_whole"] = round(ref / out["bf16_whole"]["step_s"], 2)
     out["speedup_bf16_patch"] = round(ref / out["bf16_patch"]["step_s"], 2)

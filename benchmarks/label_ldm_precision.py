@@ -13,9 +13,10 @@ Writes benchmarks/results/label_ldm_precision.json (or --output).
 from __future__ import annotations
 
 import sys
-import time
 import types
 from pathlib import Path
+
+from _bundle_run import mean_step_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -34,14 +35,6 @@ def _parser(stage: str, quick: bool):
     parser.read_config([str(f) for f in files])
     parser.update({"bundle_root": str(BUNDLE), "device": "$torch.device('cpu')"})
     return parser
-
-
-def _time(fn, steps: int) -> float:
-    fn()  # warm-up: kernels chosen, memory pools filled
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    return (time.perf_counter() - t0) / steps
 
 
 def _fresh(parser, key: str, state: dict, channels_last: bool):
@@ -82,7 +75,7 @@ def autoencoder_steps(steps: int, quick: bool) -> dict:
             network=ae, optimizer=torch.optim.Adam(ae.parameters(), 1e-4), non_blocking=False
         )
         engine.state = types.SimpleNamespace(device="cpu", iteration=1)
-        out[mode] = {"train_step_s": round(_time(lambda e=engine, s=step: s(e, {"pv": pv}), steps), 4)}
+        out[mode] = {"train_step_s": round(mean_step_seconds(lambda e=engine, s=step: s(e, {"pv": pv}), steps), 4)}
     return out
 
 
@@ -115,7 +108,7 @@ def diffusion_steps(steps: int, quick: bool) -> dict:
             torch.nn.functional.mse_loss(pred.float(), target).backward()
             opt.step()
 
-        out[mode] = {"train_step_s": round(_time(step, steps), 4)}
+        out[mode] = {"train_step_s": round(mean_step_seconds(step, steps), 4)}
     return out
 
 

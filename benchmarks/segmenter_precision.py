@@ -11,8 +11,9 @@ Writes benchmarks/results/segmenter_precision.json (or --output).
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
+
+from _bundle_run import mean_step_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -35,14 +36,6 @@ def _parts(overrides: dict):
         int(parser.get_parsed_content("num_samples")),
         parser.get_parsed_content("roi_size"),
     )
-
-
-def _time(fn, steps: int) -> float:
-    fn()  # warm-up: kernels chosen, memory pools filled
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    return (time.perf_counter() - t0) / steps
 
 
 def measure(steps: int, overrides: dict) -> dict:
@@ -74,8 +67,8 @@ def measure(steps: int, overrides: dict) -> dict:
                 inferer(volume, net)
 
         out[mode] = {
-            "train_step_s": round(_time(step, steps), 4),
-            "inference_s": round(_time(infer, max(1, steps // 2)), 4),
+            "train_step_s": round(mean_step_seconds(step, steps), 4),
+            "inference_s": round(mean_step_seconds(infer, max(1, steps // 2)), 4),
         }
     for mode in ("bf16", "bf16_channels_last"):
         out[f"train_speedup_{mode}"] = round(out["fp32"]["train_step_s"] / out[mode]["train_step_s"], 2)
