@@ -3,6 +3,7 @@ retries, no lesion outside the brain. (Refusals of bad input: tests/test_catalog
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import nibabel as nib
@@ -18,6 +19,7 @@ from label_ldm_helpers import (  # noqa: F401
     one_thread,
 )
 
+import brainspade.precision
 from brainspade.bundle import bundle_config, load_scripts
 from brainspade.errors import InputError
 from brainspade.labels import CONDITION_KEYS, LABEL_CODES, int_to_pv, pv_to_int
@@ -193,6 +195,27 @@ def test_clean_lesions_returns_small_detached_tumour_specks_to_their_tissue():
     ] == 0.008
 
 
+def test_enclosed_background_goes_to_the_tissue_around_each_hole():
+    """Holes of background inside the brain (what renders as black holes in the ventricles) take the label most
+    common around them; background reaching the outside, even through a one-voxel channel, stays."""
+    lab = np.zeros((24, 24, 24), dtype=np.int16)
+    lab[2:22, 2:22, 2:22] = LABEL_CODES["wm"]
+    lab[6:12, 6:12, 6:12] = LABEL_CODES["csf"]  # a ventricle ...
+    lab[8:10, 8:10, 8:10] = LABEL_CODES["background"]  # ... with a hole inside: 8 voxels
+    lab[15, 15, 15] = LABEL_CODES["background"]  # a one-voxel hole in white matter ...
+    for x, y in ((14, 15), (16, 15), (15, 14), (15, 16)):  # ... lined by WMH on 4 of its 6 faces: still white
+        lab[x, y, 15] = LABEL_CODES["wmh"]  # matter, never a lesion
+    lab[16:20, 4:8, 12:22] = LABEL_CODES["background"]  # open to the outside at z=21: not enclosed
+    pv, filled = scripts.lesion_cleanup.fill_enclosed_background(int_to_pv(lab), 8.0)
+    out = pv_to_int(pv)
+    assert filled == 0.072 and np.allclose(pv.sum(0), 1)
+    assert (out[8:10, 8:10, 8:10] == LABEL_CODES["csf"]).all() and out[15, 15, 15] == LABEL_CODES["wm"]
+    assert (out[16:20, 4:8, 12:22] == LABEL_CODES["background"]).all()
+    assert importlib.import_module("label_ldm_scripts.evaluate").enclosed_background_ml(out, 8.0) == 0.0
+    same, none = scripts.lesion_cleanup.fill_enclosed_background(pv, 8.0)
+    assert none == 0.0 and np.array_equal(same, pv)
+
+
 def test_missing_weights_is_a_clear_error(weights, tmp_path):
     parser = inference_parser(str(tmp_path / "nope.pt"), weights[1])
     with pytest.raises(InputError, match="autoencoder weights file .* does not exist"):
@@ -246,7 +269,8 @@ def test_decode_roi_through_the_config(weights):
     """`--decode_roi` reaches the sampler and still yields full-size maps (tiny latent 8^3, windows of 4^3)."""
     ae, dm = weights
     sampler = inference_parser(ae, dm, decode_roi=[4, 4, 4], decode_overlap=0.5).get_parsed_content("sampler")
-    assert sampler.amp is False  # bf16 autocast only on CUDA
+    # bf16 autocast where the hardware runs it natively (auto), on the CPU too
+    assert sampler.amp is brainspade.precision.bf16_pays(sampler.device)
     [s] = sampler(seed=2)
     assert s["pv"].shape == (10, 32, 32, 32) and np.allclose(s["pv"].sum(0), 1, atol=1e-4)
     for roi, msg in (

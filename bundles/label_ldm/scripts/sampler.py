@@ -24,7 +24,7 @@ from brainspade.profiles import get_profile
 from brainspade.weights import read_weights
 
 from .conditioning import ConditionSpace
-from .lesion_cleanup import brain_mask, clean_lesions
+from .lesion_cleanup import brain_mask, clean_lesions, fill_enclosed_background
 from .volume_matching import match_lesion_volumes, trim_bounds, trim_lesion_volumes
 from .weights import WEIGHTS_ACCEPTED, LatentMeta, load_weights
 
@@ -132,8 +132,8 @@ class LabelSampler:
         self.min_ratio, self.max_ratio = float(min_ratio), float(max_ratio)
         self.cond_fill_value, self.id_prefix = float(cond_fill_value), id_prefix
         self.model_version, self.verbose = str(model_version), bool(verbose)
-        # bf16 autocast on CUDA only (the CPU path stays float32: bf16 convolutions are slower there)
-        self.amp = bool(amp) and self.device.type == "cuda"
+        # bf16 autocast of sampling and decoding on `device` (the config enables it where bf16 runs natively)
+        self.amp = bool(amp)
         self.decode_roi, self.decode_overlap = decode_roi, decode_overlap  # checked in settings()
         self.config = {"num_samples": num_samples, "seed": seed, "sampling": sampling, "steps": steps}
         self.config.update(guidance_scale=guidance_scale, max_retries=max_retries, match_volumes=match_volumes)
@@ -266,7 +266,7 @@ class LabelSampler:
         scheduler = self.schedulers[s["sampling"]]
         scheduler.set_timesteps(s["steps"], device=self.device)
         cfg = None if s["guidance_scale"] == 1.0 else s["guidance_scale"]
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             # MONAI DiffusionInferer in latent space (the guided and unguided passes batched), then the decoder
             latent = self.inferer.sample(
                 noise,
@@ -311,6 +311,7 @@ class LabelSampler:
                 noise_seed = int(np.random.SeedSequence([s["seed"], i, attempt]).generate_state(1)[0])
                 raw = self._attempt(cond, noise_seed, s)
                 pv, cleanup = clean_lesions(raw, req_map, profile.voxel_mm3)
+                pv, cleanup["filled_enclosed_background_ml"] = fill_enclosed_background(pv, profile.voxel_mm3)
                 labels = pv_to_int(pv)
                 achieved = lesion_volumes_ml(labels, profile.voxel_mm3)  # what the saved label map holds
                 ok, score = self._verify(requested, achieved, s)
