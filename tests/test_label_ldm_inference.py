@@ -196,8 +196,8 @@ def test_clean_lesions_returns_small_detached_tumour_specks_to_their_tissue():
 
 
 def test_enclosed_background_goes_to_the_tissue_around_each_hole():
-    """Holes of background inside the brain (what renders as black holes in the ventricles) take the label most
-    common around them; background reaching the outside, even through a one-voxel channel, stays."""
+    """Holes of background inside the brain (what renders as black holes in the ventricles) take the healthy label
+    most common around them; background reaching the outside, even through a one-voxel channel, stays."""
     lab = np.zeros((24, 24, 24), dtype=np.int16)
     lab[2:22, 2:22, 2:22] = LABEL_CODES["wm"]
     lab[6:12, 6:12, 6:12] = LABEL_CODES["csf"]  # a ventricle ...

@@ -25,6 +25,7 @@ from brainspade.labels import CONDITION_KEYS, LABEL_CODES, LABELS, LESION_CODES,
 from brainspade.profiles import get_profile
 
 from .data import load_datalist, pv_condition_ml
+from .lesion_cleanup import enclosed_background
 from .volume_matching import NEIGHBOURS_26, PRESENCE_FRACTION
 from .weights import load_weights
 
@@ -90,11 +91,8 @@ NESTING_ORDER = tuple(LABEL_CODES[k] for k in ("tumour", "enhancing", "oedema"))
 
 
 def enclosed_background_ml(labels: np.ndarray, voxel_mm3: float) -> float:
-    """Background enclosed by the brain (mL): background voxels not connected to the outside of the volume, i.e.
-    `binary_fill_holes(labels != background)` less the brain itself (SciPy's default, face connectivity). In a
-    rendered image these are black holes inside the head."""
-    brain = labels != LABEL_CODES["background"]
-    return float((ndimage.binary_fill_holes(brain) & ~brain).sum()) * voxel_mm3 / 1000.0
+    """Background enclosed by the brain (mL): `lesion_cleanup.enclosed_background`, the rule the sampler fills."""
+    return float(enclosed_background(labels).sum()) * voxel_mm3 / 1000.0
 
 
 def lesion_voxels_outside_parenchyma(pv: np.ndarray, labels: np.ndarray) -> tuple[int, int]:

@@ -91,16 +91,22 @@ def clean_lesions(pv: np.ndarray, requested_ml: Mapping[str, float], voxel_mm3: 
     }
 
 
+def enclosed_background(labels: np.ndarray) -> np.ndarray:
+    """Background voxels not connected to the outside of the volume: `binary_fill_holes(labels != background)` less
+    the brain itself (SciPy's default, face connectivity). In a rendered image these are black holes in the head."""
+    brain = labels != LABEL_CODES["background"]
+    return ndimage.binary_fill_holes(brain) & ~brain
+
+
 def fill_enclosed_background(pv: np.ndarray, voxel_mm3: float) -> tuple[np.ndarray, float]:
     """Background voxels the brain encloses (not connected to the outside through faces: the rule
-    `evaluate.enclosed_background_ml` measures) get their background fraction moved to the healthy label (CSF to
+    `enclosed_background`, which the evaluation measures) get their background fraction moved to the healthy label (CSF to
     brainstem) most common on each hole's face-neighbours; returns the new maps and the filled volume (mL).
 
     Why: the training maps enclose no background, while the network draws a few mL per map (2.2 mL mean on the
     validation requests with the 0.2.0 weights, mostly in the ventricles), which a renderer shows as black holes."""
     lab = pv_to_int(pv)
-    brain = lab != LABEL_CODES["background"]
-    holes, n = ndimage.label(ndimage.binary_fill_holes(brain) & ~brain)
+    holes, n = ndimage.label(enclosed_background(lab))
     if n == 0:
         return pv, 0.0
     pv = pv.copy()
