@@ -43,9 +43,10 @@ def test_network_def_is_the_same_in_train_and_inference():
     b.read_config(INFER)
     for key in ("network_def", "network", "channels", "profile", "spacing", "roi_size", "bf16", "use_bf16", "amp"):
         assert a[key] == b[key], key
-    # the same sliding window, under the same precision switch, in validation and at inference
+    # the same sliding window, under the same precision and mirror-averaging switches, in validation and at
+    # inference (the mirror averaging's default differs: tests/test_segmenter_inferers.py)
     assert a["validate"]["inferer"] == b["inferer"]
-    assert b["inferer"]["inferer"]["_target_"] == "SlidingWindowInferer"
+    assert b["inferer"]["inferer"]["inferer"]["_target_"] == "SlidingWindowInferer"
 
 
 def test_inference_workflow_properties(tmp_path):

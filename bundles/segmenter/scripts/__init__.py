@@ -6,6 +6,7 @@ Imported from configs with `$brainspade.bundle.load_scripts(@bundle_root, 'segme
 
 from .data import build_datalist, datalist_from_synthetic_folder, phantom_datalist, real_datalist
 from .inference import check_inputs, inference_items, volumes_ml
+from .inferers import FlipAveragingInferer
 from .networks import RefinedUNet
 from .preprocessing import (
     TEST_CONDITIONS,
@@ -40,6 +41,7 @@ __all__ = [
     "inference_items",
     "volumes_ml",
     "RefinedUNet",
+    "FlipAveragingInferer",
     "check_checkpoint",
     "check_evaluation",
     "check_items",
