@@ -91,9 +91,16 @@ def real_scan_dice(ckpt: str, out: Path) -> dict:
     return result
 
 
-def read_curve(path: str | Path) -> list[dict]:
-    """The training run's validation curve (train_utils.ValidationCurve's JSON lines)."""
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+def read_curve(paths: str | Path) -> list[dict]:
+    """The training run's validation curve (train_utils.ValidationCurve's JSON lines). Several files, comma-separated,
+    are the stages of one model (a fine-tune started from the previous stage's weights): they are joined end to end,
+    each stage's iterations counted on from where the previous one ended, and every row says its `stage`."""
+    curve: list[dict] = []
+    for stage, path in enumerate(str(paths).split(",")):
+        offset = curve[-1]["iteration"] if curve else 0
+        rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        curve += [{**row, "iteration": row["iteration"] + offset, "stage": stage} for row in rows]
+    return curve
 
 
 def plot_curve(curve: list[dict], png: Path) -> Path:
@@ -112,6 +119,9 @@ def plot_curve(curve: list[dict], png: Path) -> Path:
             label=label,
         )
     ax.plot(its, [r["mean_dice"] for r in curve], "k--", lw=2, label="mean")
+    for prev, row in zip(curve, curve[1:], strict=False):
+        if row.get("stage", 0) != prev.get("stage", 0):  # a fine-tune starts from the previous stage's weights
+            ax.axvline(prev["iteration"], color="grey", lw=1, ls=":")
     ax.set(
         xlabel="training iteration (batch of 4 patches of 64^3)",
         ylabel="validation Dice",
@@ -192,7 +202,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--conditions", default="as_rendered,zero_background,thick_axial_5mm")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--docs", action="store_true", help="also write docs/quality.{json,md}")
-    p.add_argument("--curve", default="", help="validation_curve.jsonl of the training run: plotted and kept")
+    p.add_argument(
+        "--curve", default="", help="validation_curve.jsonl of the training run (stages comma-separated): plotted, kept"
+    )
     a = p.parse_args(argv)
     out = Path(a.output_dir)
     out.mkdir(parents=True, exist_ok=True)
