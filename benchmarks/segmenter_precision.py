@@ -1,9 +1,12 @@
-"""Segmenter training step and whole-volume inference in fp32, bf16 autocast, and bf16 + channels-last 3D, measured
-in one run on the bundle's own network, loss and batch (configs/train.yaml), through brainspade.precision's
-AutocastInferer, the path the configs take. Prints and stores the ratios the `bf16: auto` default rests on.
+"""Segmenter training step and whole-volume inference in fp32, fp32 + channels-last 3D, bf16 autocast, and bf16 +
+channels-last 3D, measured in one run on the bundle's own network, loss and batch (configs/train.yaml), through
+brainspade.precision's AutocastInferer, the path the configs take. Prints and stores the ratios the `bf16: auto` and
+`channels_last: auto` defaults rest on.
 
     python benchmarks/segmenter_precision.py [--threads 2] [--steps 6]
     python benchmarks/segmenter_precision.py --quick     # smoke test: tiny patch, 2 steps
+    python benchmarks/segmenter_precision.py --modes fp32,fp32_channels_last   # a CPU that emulates bf16 (AVX2),
+        # where each bf16 step takes minutes
 
 Writes benchmarks/results/segmenter_precision.json (or --output).
 """
@@ -20,7 +23,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 BUNDLE = ROOT / "bundles" / "segmenter"
-MODES = {"fp32": (False, False), "bf16": (True, False), "bf16_channels_last": (True, True)}
+MODES = {
+    "fp32": (False, False),
+    "fp32_channels_last": (False, True),
+    "bf16": (True, False),
+    "bf16_channels_last": (True, True),
+}
 
 
 def _parts(overrides: dict):
@@ -38,7 +46,7 @@ def _parts(overrides: dict):
     )
 
 
-def measure(steps: int, overrides: dict) -> dict:
+def measure(steps: int, overrides: dict, modes: tuple[str, ...] = tuple(MODES)) -> dict:
     import torch
     from monai.inferers import SimpleInferer
 
@@ -51,7 +59,8 @@ def measure(steps: int, overrides: dict) -> dict:
     volume = torch.randn(1, 1, *roi)
     out: dict = {"batch": batch, "patch": list(patch), "volume": list(roi), "bf16_native": bf16_pays("cpu")}
     state = {k: v.clone() for k, v in net_def.state_dict().items()}
-    for mode, (bf16, channels_last) in MODES.items():
+    for mode in modes:
+        bf16, channels_last = MODES[mode]
         net = to_channels_last(type(net_def)(**_kwargs(net_def)), channels_last)
         net.load_state_dict(state)
         opt = torch.optim.AdamW(net.parameters(), 1e-3)
@@ -70,7 +79,7 @@ def measure(steps: int, overrides: dict) -> dict:
             "train_step_s": round(mean_step_seconds(step, steps), 4),
             "inference_s": round(mean_step_seconds(infer, max(1, steps // 2)), 4),
         }
-    for mode in ("bf16", "bf16_channels_last"):
+    for mode in (m for m in modes if m != "fp32"):
         out[f"train_speedup_{mode}"] = round(out["fp32"]["train_step_s"] / out[mode]["train_step_s"], 2)
         out[f"inference_speedup_{mode}"] = round(out["fp32"]["inference_s"] / out[mode]["inference_s"], 2)
     return out
@@ -95,7 +104,15 @@ def main(argv: list[str] | None = None) -> dict:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from _bundle_run import machine, step_timing_args, write_result
 
-    a = step_timing_args(__doc__, 6, "tiny widths and patch, 2 steps (smoke test)", argv)
+    import argparse
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, fp32 first: {', '.join(MODES)}")
+    m, rest = pre.parse_known_args(argv)
+    modes = tuple(x.strip() for x in m.modes.split(",") if x.strip())
+    if not modes or modes[0] != "fp32" or not set(modes) <= set(MODES):
+        raise SystemExit(f"error: --modes {m.modes!r}; accepted: fp32 first, then any of {', '.join(MODES)}")
+    a = step_timing_args(__doc__, 6, "tiny widths and patch, 2 steps (smoke test)", rest)
     overrides = (
         {**ConfigParser.load_config_file(str(BUNDLE / "configs" / "tiny.yaml")), "num_samples": 1} if a.quick else {}
     )
@@ -103,7 +120,8 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark": "segmenter_precision",
         "threads": a.threads,
         "quick": bool(a.quick),
-        **measure(2 if a.quick else a.steps, overrides),
+        "modes": list(modes),
+        **measure(2 if a.quick else a.steps, overrides, modes),
         "machine": machine(),
     }
     write_result("segmenter_precision", "tiny" if a.quick else "default", res, a.output)

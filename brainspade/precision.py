@@ -2,8 +2,9 @@
 
 MONAI's engines enable autocast for CUDA only (`amp`), yet on a CPU with AVX-512 BF16 or AMX the segmenter's
 training step runs 1.75x faster under `torch.autocast("cpu", dtype=torch.bfloat16)` and 2.0x with channels-last
-memory as well (benchmarks/segmenter_precision.py, 2 threads). `AutocastInferer` brings both to any MONAI inferer, in
-training and at inference, without changing the network's weights or their names.
+memory as well (benchmarks/segmenter_precision.py, 2 threads). Channels-last alone pays in fp32 too: 1.2x on an AVX2-only
+CPU, where bf16 is emulated and stays off. `AutocastInferer` brings either or both to any MONAI inferer, in training and
+at inference, without changing the network's weights or their names.
 """
 
 from __future__ import annotations
@@ -50,28 +51,39 @@ def resolve_bf16(setting: Any, device: str | torch.device = "cpu") -> bool:
     return parse_bool(setting, "bf16")
 
 
+def resolve_channels_last(setting: Any, device: str | torch.device = "cpu", bf16: bool = False) -> bool:
+    """`auto` (or None) -> on for a CPU (fp32 or bf16: measured faster, see module docstring) and wherever bf16 is on;
+    otherwise the setting read as a boolean."""
+    from .cli import parse_bool
+
+    if setting is None or str(setting).strip().lower() == "auto":
+        return torch.device(device).type == "cpu" or bool(bf16)
+    return parse_bool(setting, "channels_last")
+
+
 class AutocastInferer(Inferer):
-    """Run `inferer` with the network under bf16 autocast (and channels-last 3D inputs); outputs are float32.
+    """Run `inferer` with the network under bf16 autocast (`enabled`) and/or on channels-last 3D inputs
+    (`channels_last`); outputs are float32.
 
     The network is wrapped, not the inferer's result: a sliding-window inferer still accumulates its windows in
-    float32. With `enabled=False` it is exactly `inferer`.
+    float32. With both off it is exactly `inferer`.
     """
 
-    def __init__(self, inferer: Inferer | None = None, enabled: bool = True, channels_last: bool = True) -> None:
+    def __init__(self, inferer: Inferer | None = None, enabled: bool = True, channels_last: bool = False) -> None:
         super().__init__()
         self.inferer = inferer if inferer is not None else SimpleInferer()
         self.enabled, self.channels_last = bool(enabled), bool(channels_last)
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if not self.enabled:
+        if not (self.enabled or self.channels_last):
             return self.inferer(inputs, network, *args, **kwargs)
 
         def run(x: torch.Tensor, *a: Any, **k: Any) -> torch.Tensor:
             if self.channels_last and x.dim() == 5:
                 x = x.contiguous(memory_format=torch.channels_last_3d)
-            with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.enabled):
                 out = network(x, *a, **k)
-            return out.float()
+            return out.float().contiguous()
 
         return self.inferer(inputs, run, *args, **kwargs)
 
