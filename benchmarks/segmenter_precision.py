@@ -13,6 +13,7 @@ Writes benchmarks/results/segmenter_precision.json (or --output).
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -103,8 +104,6 @@ def main(argv: list[str] | None = None) -> dict:
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from _bundle_run import machine, step_timing_args, write_result
-
-    import argparse
 
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, fp32 first: {', '.join(MODES)}")

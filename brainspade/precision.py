@@ -2,9 +2,10 @@
 
 MONAI's engines enable autocast for CUDA only (`amp`), yet on a CPU with AVX-512 BF16 or AMX the segmenter's
 training step runs 1.75x faster under `torch.autocast("cpu", dtype=torch.bfloat16)` and 2.0x with channels-last
-memory as well (benchmarks/segmenter_precision.py, 2 threads). Channels-last alone pays in fp32 too: 1.2x on an AVX2-only
-CPU, where bf16 is emulated and stays off. `AutocastInferer` brings either or both to any MONAI inferer, in training and
-at inference, without changing the network's weights or their names.
+memory as well (benchmarks/segmenter_precision.py, 2 threads). Channels-last alone pays in fp32 too: on an AVX2-only
+CPU, where bf16 is emulated and stays off, the training step runs 1.26x and inference 1.65x faster with it.
+`AutocastInferer` brings either or both to any MONAI inferer, in training and at inference, without changing the
+network's weights or their names.
 """
 
 from __future__ import annotations

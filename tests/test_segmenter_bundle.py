@@ -41,7 +41,8 @@ def test_network_def_is_the_same_in_train_and_inference():
     a, b = ConfigParser(), ConfigParser()
     a.read_config(TRAIN)
     b.read_config(INFER)
-    for key in ("network_def", "network", "channels", "profile", "spacing", "roi_size", "bf16", "use_bf16", "channels_last", "use_channels_last", "amp"):
+    keys = ("network_def", "network", "channels", "profile", "spacing", "roi_size", "bf16", "use_bf16", "amp")
+    for key in (*keys, "channels_last", "use_channels_last"):
         assert a[key] == b[key], key
     # the same sliding window, under the same precision and mirror-averaging switches, in validation and at
     # inference (the mirror averaging's default differs: tests/test_segmenter_inferers.py)
