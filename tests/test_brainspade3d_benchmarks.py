@@ -63,3 +63,26 @@ def test_step_timing_benchmarks_quick_mode(tmp_path, script):
     parts = [r, *(v for v in r.values() if isinstance(v, dict))]  # label_ldm reports per network
     speedups = [v for part in parts for k, v in part.items() if k.startswith(("speedup", "train_speedup"))]
     assert r["quick"] is True and speedups and all(v > 0 for v in speedups)
+
+
+def test_segmenter_precision_measures_only_the_modes_asked(tmp_path):
+    """`--modes` (a CPU that emulates bf16 takes minutes a step there): only those are timed; a bad list is refused."""
+    out = tmp_path / "res.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "segmenter_precision.py"), "--quick", "--threads", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(
+        [*cmd, "--modes", "fp32,fp32_channels_last", "--output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=str(ROOT),
+        env=env,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["modes"] == ["fp32", "fp32_channels_last"] and "bf16" not in r
+    assert r["train_speedup_fp32_channels_last"] > 0 and "train_speedup_bf16" not in r
+    bad = subprocess.run([*cmd, "--modes", "bf16"], capture_output=True, text=True, timeout=600, cwd=str(ROOT), env=env)
+    assert bad.returncode != 0 and bad.stderr.strip().splitlines() == [
+        "error: --modes 'bf16'; accepted: fp32 first, then any of fp32, fp32_channels_last, bf16, bf16_channels_last"
+    ]
