@@ -137,20 +137,16 @@ def machine() -> str:
 
     import torch
 
+    from brainspade.precision import bf16_pays
+
     threads = os.environ.get("OMP_NUM_THREADS", "unset")
     # the vector unit decides which precision pays (AVX2 emulates bf16; AVX-512 BF16 / AMX run it natively)
     isa = torch.backends.cpu.get_cpu_capability()
-    bf16 = "native bf16" if bf16_native() else "no native bf16"
+    bf16 = "native bf16" if bf16_pays("cpu") else "no native bf16"
     return (
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {isa} ({bf16}), "
         f"torch threads from OMP_NUM_THREADS={threads}"
     )
-
-
-def bf16_native() -> bool:
-    from brainspade.precision import bf16_pays
-
-    return bf16_pays("cpu")
 
 
 def workdir() -> tempfile.TemporaryDirectory:

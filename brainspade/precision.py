@@ -43,23 +43,24 @@ def bf16_pays(device: str | torch.device = "cpu") -> bool:
     return dev.type == "cpu" and any(flag in _cpu_flags() for flag in BF16_CPU_FLAGS)
 
 
-def resolve_bf16(setting: Any, device: str | torch.device = "cpu") -> bool:
-    """`auto` (or None) -> whether bf16 pays on `device`; otherwise the setting read as a boolean."""
+def _resolve_switch(setting: Any, name: str, auto: Callable[[], bool]) -> bool:
+    """`auto` (or None) -> `auto()`; otherwise the setting read by the shared boolean parser."""
     from .cli import parse_bool
 
     if setting is None or str(setting).strip().lower() == "auto":
-        return bf16_pays(device)
-    return parse_bool(setting, "bf16")
+        return auto()
+    return parse_bool(setting, name)
+
+
+def resolve_bf16(setting: Any, device: str | torch.device = "cpu") -> bool:
+    """`auto` (or None) -> whether bf16 pays on `device`; otherwise the setting read as a boolean."""
+    return _resolve_switch(setting, "bf16", lambda: bf16_pays(device))
 
 
 def resolve_channels_last(setting: Any, device: str | torch.device = "cpu", bf16: bool = False) -> bool:
     """`auto` (or None) -> on for a CPU (fp32 or bf16: measured faster, see module docstring) and wherever bf16 is on;
     otherwise the setting read as a boolean."""
-    from .cli import parse_bool
-
-    if setting is None or str(setting).strip().lower() == "auto":
-        return torch.device(device).type == "cpu" or bool(bf16)
-    return parse_bool(setting, "channels_last")
+    return _resolve_switch(setting, "channels_last", lambda: torch.device(device).type == "cpu" or bool(bf16))
 
 
 class AutocastInferer(Inferer):
