@@ -88,6 +88,44 @@ def test_augmentation_draws_valid_varied_images():
     assert any(zero_bg) and not all(zero_bg)
 
 
+def _partial_volumes() -> dict:
+    """Two tissues (GM 2, WM 3) meeting in a column of 50/50 voxels, brain inside a zero background."""
+    pv = np.zeros((NUM_LABELS, 24, 24, 24), np.float32)
+    pv[0] = 1.0
+    pv[:, 4:20, 4:20, 4:20] = 0.0
+    pv[2, 4:20, 4:12, 4:20] = 1.0
+    pv[3, 4:20, 13:20, 4:20] = 1.0
+    pv[2, 4:20, 12, 4:20] = pv[3, 4:20, 12, 4:20] = 0.5
+    labels = np.argmax(pv, axis=0)[None].astype(np.uint8)
+    return {"label": torch.from_numpy(labels), "pv": torch.from_numpy(pv).half()}
+
+
+def test_partial_volume_draw_mixes_the_tissue_means():
+    draw = scripts.RandLabelToIntensityd(std_range=(0.0, 0.0), background_zero_prob=1.0)
+    draw.set_random_state(3)
+    for _ in range(4):
+        d = draw(_partial_volumes())
+        assert "pv" not in d and d["image"].shape == (1, 24, 24, 24)  # the maps are used, then dropped
+        img = d["image"][0]
+        gm, wm, mixed = float(img[10, 8, 10]), float(img[10, 16, 10]), img[4:20, 12, 4:20]
+        assert abs(gm - wm) > 1e-3  # two distinct random means
+        # a half-and-half voxel is the average of its tissues' means, not one of them (a hard-label draw's step)
+        torch.testing.assert_close(mixed, torch.full_like(mixed, 0.5 * (gm + wm)), atol=2e-3, rtol=0)
+        assert float(img[0, 0, 0]) == 0.0
+    # the hard-label draw of the same volume has no in-between intensities
+    hard = _partial_volumes()
+    del hard["pv"]
+    img = scripts.RandLabelToIntensityd(std_range=(0.0, 0.0), background_zero_prob=1.0)(hard)["image"][0]
+    assert len(torch.unique(img[4:20, 4:20, 4:20])) == 2
+
+
+def test_partial_volumes_on_another_grid_are_refused():
+    d = _partial_volumes()
+    d["pv"] = d["pv"][:, :20]
+    with pytest.raises(ValueError, match="do not match"):
+        scripts.RandLabelToIntensityd()(d)
+
+
 def test_skull_strip_zeroes_exactly_the_background():
     d = scripts.RandSkullStripd(prob=1.0)(_volume())
     assert float(d["image"][d["label"] == 0].abs().max()) == 0.0

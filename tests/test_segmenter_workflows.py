@@ -22,6 +22,7 @@ from cli_harness import torchrun_cmd
 from monai.bundle import ConfigParser
 
 from brainspade.bundle import load_scripts
+from brainspade.errors import InputError
 from brainspade.labels import LABELS, NUM_LABELS
 
 TINY = {"bundle_root": str(BUNDLE), **TINY_OVERLAY}
@@ -46,6 +47,7 @@ def trained(tiny_phantoms, tmp_path_factory):
         {"kind": "phantom", "datalist": d, "split": "training", "pathologies": ["healthy", "wmh"], "contrasts": ["t1"]},
         {"kind": "folder", "path": str(Path(d) / "sub-0001"), "contrasts": ["flair"]},  # brainspade3d-style names
         {"kind": "dr", "datalist": d, "split": "training", "repeat": 2},
+        {"kind": "dr", "datalist": d, "split": "training", "pv": True},  # drawn from the partial volumes
     ]
     ov = tiny_train_overrides(tiny_phantoms, out, train_sources=sources, val_interval=1)
     run_bundle(TRAIN, **ov)
@@ -72,7 +74,8 @@ def test_training_mixes_every_data_kind(trained, tiny_phantoms):
     kinds = {e["source"] for e in items}
     assert kinds == {"real", "synthetic", "dr"}
     assert all("image" not in e for e in items if e["source"] == "dr")  # drawn from the label on the fly
-    assert sum(e["source"] == "dr" for e in items) == 2 * 3  # repeat 2 x 3 training subjects
+    assert sum(e["source"] == "dr" for e in items) == 2 * 3 + 3  # repeat 2 x 3 training subjects, + 3 with pv
+    assert sum("pv" in e for e in items) == 3 and all(Path(e["pv"]).is_file() for e in items if "pv" in e)
     assert (trained["dir"] / "model_final.pt").is_file() and (trained["dir"] / "model.pt").is_file()
     parser = ConfigParser()
     parser.read_config(INFER)
@@ -87,6 +90,17 @@ def test_training_mixes_every_data_kind(trained, tiny_phantoms):
     a = t({"label": lab})["image"]
     b = t({"label": lab})["image"]
     assert a.shape == lab.shape and not torch.allclose(a, b)
+
+
+def test_partial_volume_draws_need_partial_volumes(tiny_phantoms):
+    scripts = load_scripts(BUNDLE, "segmenter_scripts")
+    data = json.loads(tiny_phantoms.read_text())
+    for e in data["training"]:
+        e.pop("pv")
+    nopv = tiny_phantoms.parent / "datalist_without_pv.json"
+    nopv.write_text(json.dumps(data))
+    with pytest.raises(InputError, match="has no 'pv'"):
+        scripts.build_datalist([{"kind": "dr", "datalist": str(nopv), "split": "training", "pv": True}])
 
 
 def test_resume_continues_from_the_last_epoch(trained):

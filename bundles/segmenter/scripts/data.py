@@ -8,6 +8,7 @@ Every builder returns MONAI datalist entries `{"image": abs path, "label": abs p
     - {kind: datalist, datalist: real.json, key: training, image_key: image, label_key: label, mapping: identity}
     - {kind: folder,   path: DIR written by brainspade3d inference, contrasts: [t1, flair]}
     - {kind: dr,       datalist: DIR/datalist.json (phantom) or real.json, split/key: training, pathologies: [...]}
+      (`pv: true`: a phantom's partial-volume maps ride along and the image is drawn from them, not the labels)
 Optional per source: `repeat` (int, weight in the mix), `max_items` (cap, taken in file order), `source` (tag).
 """
 
@@ -175,10 +176,19 @@ def _dr_entries(spec: Mapping, base_dir) -> list[dict]:
         entries = load_checked_datalist(
             path, key=spec.get("key", "training"), keys=(label_key,), mapping=spec.get("mapping")
         )
-    return [
-        {"id": f"{e.get('id', i)}_dr", "label": str((path.parent / e[label_key]).resolve()), "source": "dr"}
-        for i, e in enumerate(entries)
-    ]
+    use_pv = bool(spec.get("pv", False))
+    out = []
+    for i, e in enumerate(entries):
+        item = {"id": f"{e.get('id', i)}_dr", "label": str((path.parent / e[label_key]).resolve()), "source": "dr"}
+        if use_pv:
+            if not e.get("pv"):
+                raise InputError(
+                    f"datalist {str(path)!r} entry {e.get('id', i)} has no 'pv' (partial volumes); accepted with "
+                    "pv: true: a phantom datalist (python -m brainspade.phantom), or drop pv"
+                )
+            item["pv"] = str((path.parent / e["pv"]).resolve())
+        out.append(item)
+    return out
 
 
 def build_datalist(sources: Sequence[Mapping] | None, base_dir: str | Path | None = None) -> list[dict]:
@@ -223,5 +233,5 @@ def build_datalist(sources: Sequence[Mapping] | None, base_dir: str | Path | Non
             items = items[: int(spec["max_items"])]
         out += items * max(1, int(spec.get("repeat", 1)))
     # one schema for every entry so batches collate: the same keys, strings only
-    keys = ("id", "image", "label", "source")
+    keys = ("id", "image", "label", "pv", "source")
     return [{k: str(e[k]) for k in keys if k in e} for e in out]

@@ -50,24 +50,34 @@ from .transforms import RandLabelToIntensityd
 LOWER_PERCENTILE, UPPER_PERCENTILE = 0.5, 99.5
 
 
-def input_transforms(keys: Sequence[str], spacing: Sequence[float], label_key: str | None = None) -> list:
+def input_transforms(
+    keys: Sequence[str], spacing: Sequence[float], label_key: str | None = None, soft_keys: Sequence[str] = ()
+) -> list:
     """Load, reorient to RAS and resample to the profile spacing (labels nearest-neighbour).
 
-    `keys` are loaded; `label_key`, if among them, is resampled nearest and stored as uint8.
+    `keys` are loaded; `label_key`, if among them, is resampled nearest and stored as uint8. `soft_keys` are
+    multi-channel maps on the label's grid (a phantom's partial volumes, `pv`): loaded when an entry has them,
+    resampled linearly and kept as float16 (ten channels per volume are held in the training cache).
     """
     keys = list(keys)
-    modes = ["nearest" if k == label_key else "bilinear" for k in keys]
+    soft = [k for k in soft_keys if k not in keys]
+    all_keys = keys + soft
+    modes = ["nearest" if k == label_key else "bilinear" for k in all_keys]
     chain = [
-        LoadImaged(keys=keys, image_only=True, allow_missing_keys=True),
-        EnsureChannelFirstd(keys=keys, allow_missing_keys=True),
+        LoadImaged(keys=all_keys, image_only=True, allow_missing_keys=True),
+        EnsureChannelFirstd(keys=all_keys, allow_missing_keys=True),
         CheckImaged(keys=[k for k in keys if k != label_key]),
-        Orientationd(keys=keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")), allow_missing_keys=True),
-        SetAsided(prefixes=[f"{k}_" for k in keys]),
-        Spacingd(keys=keys, pixdim=list(spacing), mode=modes, allow_missing_keys=True),
-        SetAsided(prefixes=[f"{k}_" for k in keys], restore=True),
+        Orientationd(
+            keys=all_keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")), allow_missing_keys=True
+        ),
+        SetAsided(prefixes=[f"{k}_" for k in all_keys]),
+        Spacingd(keys=all_keys, pixdim=list(spacing), mode=modes, allow_missing_keys=True),
+        SetAsided(prefixes=[f"{k}_" for k in all_keys], restore=True),
     ]
     if label_key in keys:
         chain.append(EnsureTyped(keys=label_key, dtype=torch.uint8, allow_missing_keys=True))
+    if soft:
+        chain.append(EnsureTyped(keys=soft, dtype=torch.float16, allow_missing_keys=True))
     return chain
 
 
@@ -229,11 +239,13 @@ def augmentation_transforms(
     skull_strip_prob: float = 0.5,
     image_key: str = "image",
     label_key: str = "label",
+    pv_key: str = "pv",
 ) -> list:
     """Random geometry, contrast and acquisition for every training volume (whole volume, before the crop).
 
     `dr_prob`: chance that an entry's rendered image is replaced by one drawn from its label map with random
-    per-label intensities (entries without an image always are). `skull_strip_prob`: chance of an exactly-zero
+    per-label intensities (entries without an image always are; entries with partial volumes under `pv_key` are
+    drawn from those). `skull_strip_prob`: chance of an exactly-zero
     background. Probabilities and ranges were chosen to span the test domains: the style-b renderer (gamma,
     linear bias, 2-3x thicker slices), real skull-stripped 1 mm scans, and 5 mm axial scans.
     """
@@ -242,6 +254,7 @@ def augmentation_transforms(
         RandLabelToIntensityd(
             label_key=label_key,
             image_key=image_key,
+            pv_key=pv_key,
             std_range=(0.0, 0.1),
             background_zero_prob=0.5,
             always=True,

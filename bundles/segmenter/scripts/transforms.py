@@ -1,10 +1,10 @@
 """The two transforms MONAI does not provide.
 
 `RandLabelToIntensityd`: SynthSeg-style domain randomisation draws a whole new image from a label map
-(a random mean and spread per label). MONAI's random intensity transforms (RandBiasFieldd,
-RandGaussianNoised, RandGaussianSmoothd, RandAdjustContrastd, RandSimulateLowResolutiond) all modify an
-existing image; none maps labels to random intensities, so this one does, and the configs chain
-MONAI's transforms after it for bias, blur, gamma, resolution and noise.
+(a random mean and spread per label), or from partial-volume maps where an entry has them. MONAI's random
+intensity transforms (RandBiasFieldd, RandGaussianNoised, RandGaussianSmoothd, RandAdjustContrastd,
+RandSimulateLowResolutiond) all modify an existing image; none maps labels to random intensities, so this one
+does, and the configs chain MONAI's transforms after it for bias, blur, gamma, resolution and noise.
 
 `SaveSegmentationd`: writes `<name>_seg.nii.gz` on the input's grid plus `<name>_volumes.json` (mL per
 label). MONAI's SaveImaged writes in place (a killed run leaves a truncated file) and has no volume
@@ -23,6 +23,7 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, RandomizableTransform
+from monai.utils import convert_to_tensor
 
 from brainspade.io import atomic_write, safe_id, save_json
 from brainspade.labels import LABELS, NUM_LABELS
@@ -34,6 +35,12 @@ class RandLabelToIntensityd(RandomizableTransform, MapTransform):
     Applied to entries that have no `image_key` (domain-randomisation entries of the datalist) or, with
     `always=True`, to every entry. Background keeps intensity 0 with probability `background_zero_prob`
     (skull-stripped data), else gets a random level like any other label.
+
+    An entry holding partial-volume maps under `pv_key` (one channel per label, summing to 1) is drawn from them
+    instead: each voxel mixes the labels' random means and spreads by its fractions, as a scanner's voxel
+    averages the tissues inside it. Drawn from hard labels, every boundary is a step; the 2 mm model trained so
+    placed the real MNI152 T1's GM/WM boundary where the template's WM fraction is 0.65, not 0.5, and further
+    into the WM the lower the GM/WM contrast (measured: docs/README.md). The maps are dropped once used.
     """
 
     def __init__(
@@ -46,30 +53,43 @@ class RandLabelToIntensityd(RandomizableTransform, MapTransform):
         num_labels: int = NUM_LABELS,
         always: bool = False,
         prob: float = 1.0,
+        pv_key: str | None = "pv",
     ) -> None:
         MapTransform.__init__(self, [label_key], allow_missing_keys=False)
         RandomizableTransform.__init__(self, prob)
-        self.label_key, self.image_key = label_key, image_key
+        self.label_key, self.image_key, self.pv_key = label_key, image_key, pv_key
         self.mean_range, self.std_range = tuple(mean_range), tuple(std_range)
         self.background_zero_prob, self.num_labels, self.always = background_zero_prob, num_labels, always
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
+        pv = d.pop(self.pv_key, None) if self.pv_key else None
         if self.image_key in d and not self.always:
             return d
         self.randomize(None)
         if not self._do_transform and self.image_key in d:
             return d
         lab = d[self.label_key]
-        idx = torch.as_tensor(lab).long().clamp(0, self.num_labels - 1)
         means = self.R.uniform(*self.mean_range, self.num_labels).astype(np.float32)
         stds = self.R.uniform(*self.std_range, self.num_labels).astype(np.float32)
         if self.R.rand() < self.background_zero_prob:
             means[0] = stds[0] = 0.0
         # torch's generator, seeded from this transform's state: 4x faster than NumPy's normal draw at 96^3
         gen = torch.Generator().manual_seed(int(self.R.randint(2**31 - 1)))
-        noise = torch.randn(tuple(idx.shape), generator=gen)
-        img = torch.from_numpy(means)[idx] + torch.from_numpy(stds)[idx] * noise
+        if pv is not None:
+            frac = convert_to_tensor(pv, dtype=torch.float32, track_meta=False)
+            if frac.shape[0] != self.num_labels or frac.shape[1:] != tuple(lab.shape[1:]):
+                raise ValueError(
+                    f"partial volumes {tuple(frac.shape)} do not match {self.num_labels} labels on the label grid "
+                    f"{tuple(lab.shape[1:])}"
+                )
+            mean_map = torch.tensordot(torch.from_numpy(means), frac, dims=1)[None]
+            std_map = torch.tensordot(torch.from_numpy(stds), frac, dims=1)[None]
+            img = mean_map + std_map * torch.randn(tuple(mean_map.shape), generator=gen)
+        else:
+            idx = torch.as_tensor(lab).long().clamp(0, self.num_labels - 1)
+            noise = torch.randn(tuple(idx.shape), generator=gen)
+            img = torch.from_numpy(means)[idx] + torch.from_numpy(stds)[idx] * noise
         if isinstance(lab, MetaTensor):
             img = MetaTensor(img, affine=lab.affine.clone(), meta=dict(lab.meta))
         d[self.image_key] = img
