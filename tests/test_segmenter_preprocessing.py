@@ -119,6 +119,32 @@ def test_partial_volume_draw_mixes_the_tissue_means():
     assert len(torch.unique(img[4:20, 4:20, 4:20])) == 2
 
 
+def test_prior_draws_look_like_a_contrast():
+    from brainspade.contrasts import CONTRASTS, INTENSITY_PRIORS
+
+    d = _partial_volumes()
+    del d["pv"]
+    exact = scripts.RandLabelToIntensityd(
+        std_range=(0.0, 0.0), background_zero_prob=1.0, prior_prob=1.0, prior_jitter=0
+    )
+    exact.set_random_state(0)
+    seen = set()
+    for _ in range(12):
+        img = exact(dict(d))["image"][0]
+        gm_wm = (round(float(img[10, 8, 10]), 4), round(float(img[10, 16, 10]), 4))
+        match = [c for c in CONTRASTS if gm_wm == (INTENSITY_PRIORS[c]["gm"], INTENSITY_PRIORS[c]["wm"])]
+        assert match, gm_wm  # without jitter: exactly one contrast's priors
+        seen.add(match[0])
+    assert len(seen) > 1
+    # with jitter the GM/WM ratio strays beyond every contrast's own (the renderer jitters each tissue by 5 %)
+    jittered = scripts.RandLabelToIntensityd(std_range=(0.0, 0.0), background_zero_prob=1.0, prior_prob=1.0)
+    jittered.set_random_state(1)
+    ratios = [float(im[10, 8, 10] / im[10, 16, 10]) for im in (jittered(dict(d))["image"][0] for _ in range(40))]
+    prior_ratios = np.array([INTENSITY_PRIORS[c]["gm"] / INTENSITY_PRIORS[c]["wm"] for c in CONTRASTS])
+    strays = [np.min(np.abs(np.log(r / prior_ratios))) > 0.1 for r in ratios]
+    assert 0.3 < np.mean(strays) < 1.0
+
+
 def test_partial_volumes_on_another_grid_are_refused():
     d = _partial_volumes()
     d["pv"] = d["pv"][:, :20]

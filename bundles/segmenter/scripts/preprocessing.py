@@ -237,6 +237,7 @@ def augmentation_transforms(
     spacing_mm: float,
     dr_prob: float = 0.3,
     skull_strip_prob: float = 0.5,
+    dr_prior_prob: float = 0.0,
     image_key: str = "image",
     label_key: str = "label",
     pv_key: str = "pv",
@@ -245,7 +246,8 @@ def augmentation_transforms(
 
     `dr_prob`: chance that an entry's rendered image is replaced by one drawn from its label map with random
     per-label intensities (entries without an image always are; entries with partial volumes under `pv_key` are
-    drawn from those). `skull_strip_prob`: chance of an exactly-zero
+    drawn from those); `dr_prior_prob` of those draws take a random contrast's tissue priors, widely jittered, as
+    their means (`RandLabelToIntensityd`). `skull_strip_prob`: chance of an exactly-zero
     background. Probabilities and ranges were chosen to span the test domains: the style-b renderer (gamma,
     linear bias, 2-3x thicker slices), real skull-stripped 1 mm scans, and 5 mm axial scans.
     """
@@ -255,6 +257,7 @@ def augmentation_transforms(
             label_key=label_key,
             image_key=image_key,
             pv_key=pv_key,
+            prior_prob=dr_prior_prob,
             std_range=(0.0, 0.1),
             background_zero_prob=0.5,
             always=True,

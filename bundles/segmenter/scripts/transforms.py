@@ -25,6 +25,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import convert_to_tensor
 
+from brainspade.contrasts import CONTRASTS, INTENSITY_PRIORS
 from brainspade.io import atomic_write, safe_id, save_json
 from brainspade.labels import LABELS, NUM_LABELS
 
@@ -41,6 +42,12 @@ class RandLabelToIntensityd(RandomizableTransform, MapTransform):
     averages the tissues inside it. Drawn from hard labels, every boundary is a step; the 2 mm model trained so
     placed the real MNI152 T1's GM/WM boundary where the template's WM fraction is 0.65, not 0.5, and further
     into the WM the lower the GM/WM contrast (measured: docs/README.md). The maps are dropped once used.
+
+    With probability `prior_prob` the means are not uniform but a random contrast's tissue priors
+    (`brainspade.contrasts.INTENSITY_PRIORS`), each label's scaled by a log-normal factor of spread `prior_jitter`:
+    images that look like a T1, T2, FLAIR or T1ce whose tissue contrasts stray far from the renderer's (whose
+    per-tissue jitter is 5 %). Uniform means alone give realistic tissue orderings rarely; the real MNI152 T1 sits
+    where the renderer never goes (CSF darker and GM nearer WM than the T1 priors).
     """
 
     def __init__(
@@ -54,12 +61,16 @@ class RandLabelToIntensityd(RandomizableTransform, MapTransform):
         always: bool = False,
         prob: float = 1.0,
         pv_key: str | None = "pv",
+        prior_prob: float = 0.0,
+        prior_jitter: float = 0.3,
     ) -> None:
         MapTransform.__init__(self, [label_key], allow_missing_keys=False)
         RandomizableTransform.__init__(self, prob)
         self.label_key, self.image_key, self.pv_key = label_key, image_key, pv_key
         self.mean_range, self.std_range = tuple(mean_range), tuple(std_range)
         self.background_zero_prob, self.num_labels, self.always = background_zero_prob, num_labels, always
+        self.prior_prob, self.prior_jitter = float(prior_prob), float(prior_jitter)
+        self.priors = np.array([[INTENSITY_PRIORS[c][lab.key] for lab in LABELS] for c in CONTRASTS], np.float32)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
@@ -70,7 +81,11 @@ class RandLabelToIntensityd(RandomizableTransform, MapTransform):
         if not self._do_transform and self.image_key in d:
             return d
         lab = d[self.label_key]
-        means = self.R.uniform(*self.mean_range, self.num_labels).astype(np.float32)
+        if self.R.rand() < self.prior_prob and self.num_labels == self.priors.shape[1]:
+            jitter = np.exp(self.R.normal(0.0, self.prior_jitter, self.num_labels))
+            means = (self.priors[self.R.randint(len(self.priors))] * jitter).astype(np.float32)
+        else:
+            means = self.R.uniform(*self.mean_range, self.num_labels).astype(np.float32)
         stds = self.R.uniform(*self.std_range, self.num_labels).astype(np.float32)
         if self.R.rand() < self.background_zero_prob:
             means[0] = stds[0] = 0.0
