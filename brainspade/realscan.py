@@ -3,7 +3,8 @@ grey/white-matter probability maps as the reference, shipped with nilearn (nothi
 
 `write_mni_t1(path, variant)` writes the scan as shipped or re-saved the ways users' scans arrive (another
 orientation, another spacing, thick slices); `tissue_dice(labels, affine)` scores a segmentation of it, on the
-segmentation's own grid, against the template's tissue maps: a voxel is GM (WM) where the GM (WM) probability is
+segmentation's own grid, against the template's tissue maps (and `boundary_profile` says where it puts the GM/WM
+boundary): a voxel is GM (WM) where the GM (WM) probability is
 at least 0.5 and above the other. The template has no deep-grey-matter or brainstem map (our label table does),
 so voxels inside the project's deep-grey and brainstem regions (brainspade.phantom.anatomy) are left out.
 """
@@ -93,10 +94,8 @@ def reference_tissue(affine: np.ndarray, shape) -> tuple[np.ndarray, np.ndarray]
     the template's probability maps; the mask leaves out the deep-grey and brainstem regions."""
     from .phantom.anatomy import BRAINSTEM, DEEP_GREY, soft_ellipsoid
 
-    gm_img, wm_img = _template("gm"), _template("wm")
     affine = np.asarray(affine, np.float64)
-    gm = _resample(np.asarray(gm_img.dataobj, np.float32), gm_img.affine, affine, shape)
-    wm = _resample(np.asarray(wm_img.dataobj, np.float32), wm_img.affine, affine, shape)
+    gm, wm = _tissue_maps(affine, shape)
     ref = np.zeros(tuple(shape), np.uint8)
     ref[(gm >= 0.5) & (gm > wm)] = LABEL_CODES["gm"]
     ref[(wm >= 0.5) & (wm > gm)] = LABEL_CODES["wm"]
@@ -122,6 +121,38 @@ def tissue_dice(labels: np.ndarray, affine: np.ndarray) -> dict[str, float]:
         denom = int(p.sum()) + int(r.sum())
         out[key] = round(2.0 * int((p & r).sum()) / denom, 4) if denom else float("nan")
     return out
+
+
+def _tissue_maps(affine: np.ndarray, shape) -> tuple[np.ndarray, np.ndarray]:
+    gm_img, wm_img = _template("gm"), _template("wm")
+    affine = np.asarray(affine, np.float64)
+    gm = _resample(np.asarray(gm_img.dataobj, np.float32), gm_img.affine, affine, shape)
+    wm = _resample(np.asarray(wm_img.dataobj, np.float32), wm_img.affine, affine, shape)
+    return gm, wm
+
+
+def boundary_profile(labels: np.ndarray, affine: np.ndarray, bins: int = 10) -> dict:
+    """Where a segmentation of the MNI152 T1 puts the GM/WM boundary: among tissue voxels (gm + wm >= 0.5 in the
+    template, inside the scored mask), the share labelled WM per bin of the WM fraction wm / (gm + wm), and the
+    fraction at which that share crosses one half (linear between bin centres; the reference's own is 0.5). A
+    Dice says how much is wrong; this says which way the boundary moved."""
+    labels = np.asarray(labels)
+    gm, wm = _tissue_maps(affine, labels.shape)
+    _, scored = reference_tissue(affine, labels.shape)
+    tissue = ((gm + wm) >= 0.5) & scored
+    frac = wm[tissue] / np.maximum(gm[tissue] + wm[tissue], 1e-6)
+    is_wm = labels[tissue] == LABEL_CODES["wm"]
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(frac, edges) - 1, 0, bins - 1)
+    share = [float(is_wm[which == b].mean()) if (which == b).any() else float("nan") for b in range(bins)]
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    crossing = float("nan")
+    for b in range(bins - 1):
+        lo, hi = share[b], share[b + 1]
+        if lo < 0.5 <= hi:
+            crossing = float(centres[b] + (0.5 - lo) / (hi - lo) * (centres[b + 1] - centres[b]))
+            break
+    return {"wm_share_per_bin": [round(v, 3) for v in share], "boundary_wm_fraction": round(crossing, 3)}
 
 
 def segmentation_dice(seg_path: str | Path) -> dict[str, float]:
