@@ -40,14 +40,15 @@ class RandLabelToIntensityd(RandomizableTransform, MapTransform):
     An entry holding partial-volume maps under `pv_key` (one channel per label, summing to 1) is drawn from them
     instead: each voxel mixes the labels' random means and spreads by its fractions, as a scanner's voxel
     averages the tissues inside it. Drawn from hard labels, every boundary is a step; the 2 mm model trained so
-    placed the real MNI152 T1's GM/WM boundary where the template's WM fraction is 0.65, not 0.5, and further
-    into the WM the lower the GM/WM contrast (measured: docs/README.md). The maps are dropped once used.
+    placed the real MNI152 T1's GM/WM boundary where the template's WM fraction is 0.68, not 0.5, and further
+    into the WM the lower the GM/WM contrast. The maps are dropped once used.
 
     With probability `prior_prob` the means are not uniform but a random contrast's tissue priors
     (`brainspade.contrasts.INTENSITY_PRIORS`), each label's scaled by a log-normal factor of spread `prior_jitter`:
     images that look like a T1, T2, FLAIR or T1ce whose tissue contrasts stray far from the renderer's (whose
     per-tissue jitter is 5 %). Uniform means alone give realistic tissue orderings rarely; the real MNI152 T1 sits
-    where the renderer never goes (CSF darker and GM nearer WM than the T1 priors).
+    where the renderer never goes (CSF darker and GM nearer WM than the T1 priors). Fine-tunes with both did not
+    move that boundary (measured: docs/README.md, "Where the boundary lies"), so the shipped recipe has neither.
     """
 
     def __init__(
