@@ -92,13 +92,18 @@ def write_mni_t1(path: str | Path, variant: str = "ras_1mm") -> Path:
 def reference_tissue(affine: np.ndarray, shape) -> tuple[np.ndarray, np.ndarray]:
     """(reference labels, scored mask) on the grid (affine, shape): labels 2 = GM, 3 = WM, 0 = neither, from
     the template's probability maps; the mask leaves out the deep-grey and brainstem regions."""
-    from .phantom.anatomy import BRAINSTEM, DEEP_GREY, soft_ellipsoid
-
-    affine = np.asarray(affine, np.float64)
     gm, wm = _tissue_maps(affine, shape)
     ref = np.zeros(tuple(shape), np.uint8)
     ref[(gm >= 0.5) & (gm > wm)] = LABEL_CODES["gm"]
     ref[(wm >= 0.5) & (wm > gm)] = LABEL_CODES["wm"]
+    return ref, _scored_mask(affine, shape)
+
+
+def _scored_mask(affine: np.ndarray, shape) -> np.ndarray:
+    """Outside the project's deep-grey and brainstem regions, which the template has no map of."""
+    from .phantom.anatomy import BRAINSTEM, DEEP_GREY, soft_ellipsoid
+
+    affine = np.asarray(affine, np.float64)
     idx = np.indices(tuple(shape), dtype=np.float32).reshape(3, -1)
     mm = (affine[:3, :3] @ idx + affine[:3, 3:4]).reshape(3, *shape).astype(np.float32)
     excluded = np.zeros(tuple(shape), bool)
@@ -107,7 +112,7 @@ def reference_tissue(affine: np.ndarray, shape) -> tuple[np.ndarray, np.ndarray]
             excluded |= soft_ellipsoid(mm, (side * centre[0], *centre[1:]), axes) > 0.5
     for centre, axes in BRAINSTEM:
         excluded |= soft_ellipsoid(mm, centre, axes) > 0.5
-    return ref, ~excluded
+    return ~excluded
 
 
 def tissue_dice(labels: np.ndarray, affine: np.ndarray) -> dict[str, float]:
@@ -138,8 +143,7 @@ def boundary_profile(labels: np.ndarray, affine: np.ndarray, bins: int = 10) -> 
     Dice says how much is wrong; this says which way the boundary moved."""
     labels = np.asarray(labels)
     gm, wm = _tissue_maps(affine, labels.shape)
-    _, scored = reference_tissue(affine, labels.shape)
-    tissue = ((gm + wm) >= 0.5) & scored
+    tissue = ((gm + wm) >= 0.5) & _scored_mask(affine, labels.shape)
     frac = wm[tissue] / np.maximum(gm[tissue] + wm[tissue], 1e-6)
     is_wm = labels[tissue] == LABEL_CODES["wm"]
     edges = np.linspace(0.0, 1.0, bins + 1)
