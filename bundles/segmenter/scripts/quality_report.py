@@ -73,7 +73,7 @@ def real_scan_dice(ckpt: str, out: Path) -> dict:
     """{variant: {gm, wm, seconds}} for the MNI152 T1 re-saved every way brainspade.realscan knows."""
     import nibabel as nib
 
-    from brainspade.realscan import VARIANTS, boundary_profile, segmentation_dice, write_mni_t1
+    from brainspade.realscan import VARIANTS, boundary_profile, tissue_dice, write_mni_t1
 
     result = {}
     for variant in VARIANTS:
@@ -88,11 +88,11 @@ def real_scan_dice(ckpt: str, out: Path) -> dict:
             overwrite=True,
         )
         seconds = time.perf_counter() - t0
-        seg = out / "real" / "seg" / f"mni152_{variant}_seg.nii.gz"
-        img = nib.load(str(seg))
+        seg = nib.load(str(out / "real" / "seg" / f"mni152_{variant}_seg.nii.gz"))
+        labels = np.asarray(seg.dataobj)
         result[variant] = {
-            **segmentation_dice(seg),
-            **boundary_profile(np.asarray(img.dataobj), img.affine),
+            **tissue_dice(labels, seg.affine),
+            **boundary_profile(labels, seg.affine),
             "seconds_with_startup": round(seconds, 1),
         }
     return result
