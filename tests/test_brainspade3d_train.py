@@ -247,6 +247,65 @@ def test_the_reconstruction_term_weights_lesion_voxels():
     assert masked_l1(fake, real, pv, 4.0).item() == pytest.approx(0.8)  # (0 + 4) / 5
 
 
+def test_the_lesion_share_makes_a_small_lesion_weigh_as_much_as_a_large_one():
+    """masked_l1 with `lesion_share`: each lesion label present carries at least that share of its sample's brain
+    weight whatever its size, per sample of a batch; an absent label and a large lesion keep the fixed factor."""
+    masked_l1 = load_scripts(BUNDLE, "brainspade3d_scripts").training.masked_l1
+    pv = torch.zeros(2, 10, 8, 1, 1)
+    pv[:, 3] = 1.0  # white matter everywhere
+    pv[0, 3, 0], pv[0, 6, 0] = 0.0, 1.0  # sample 0: one WMH voxel of 8
+    pv[1, 3, :4], pv[1, 6, :4] = 0.0, 1.0  # sample 1: four WMH voxels of 8
+    real = torch.zeros(2, 1, 8, 1, 1)
+    fake = (pv[:, 6:7] > 0).float()  # wrong by 1 in the lesions only
+    # share 0.5 of 8 brain voxels = 4: the one-voxel lesion weighs 4 (factor 3), the four-voxel one 1 each (factor 0,
+    # below the fixed factor 2 - 1 = 1, which wins: 2 each)
+    expected = (4.0 + 4 * 2.0) / ((7 + 4.0) + (4 + 4 * 2.0))
+    assert masked_l1(fake[:1], real[:1], pv[:1], 1.0, 0.5).item() == pytest.approx(4.0 / 11.0)
+    assert masked_l1(fake, real, pv, 2.0, 0.5).item() == pytest.approx(expected)
+    assert masked_l1(fake, real, pv, 2.0, 0.0).item() == pytest.approx((2.0 + 8.0) / (9.0 + 12.0))
+    healthy = pv.clone()
+    healthy[:, 6], healthy[:, 3] = 0.0, 1.0
+    assert masked_l1(fake, real, healthy, 1.0, 0.5).item() == pytest.approx(5.0 / 16.0)  # plain brain mean
+
+
+def test_contrast_weights_draw_a_contrast_more_often_and_bad_weights_are_refused():
+    from brainspade.errors import InputError
+
+    training = load_scripts(BUNDLE, "brainspade3d_scripts").training
+    pairs = [{"contrast_name": c} for _ in range(25) for c in ("t1", "t2", "flair", "t1ce")]
+    assert training.contrast_sampler(pairs, {}) is None
+    sampler = training.contrast_sampler(pairs, {"flair": 3.0}, seed=1)
+    draws = [pairs[i]["contrast_name"] for _ in range(40) for i in sampler]
+    assert len(draws) == 40 * len(pairs)
+    assert draws.count("flair") / len(draws) == pytest.approx(3 / 6, abs=0.03)  # 3 / (3 + 1 + 1 + 1)
+    assert draws[:100] == [pairs[i]["contrast_name"] for i in training.contrast_sampler(pairs, {"flair": 3.0}, 1)]
+    for bad, words in [({"pd": 2}, "unknown contrasts"), ({"t1": -1}, ">= 0"), ({"t1": "x"}, ">= 0")]:
+        with pytest.raises(InputError, match=words):
+            training.contrast_sampler(pairs, bad)
+    with pytest.raises(InputError, match="no pair"):
+        training.contrast_sampler(pairs, dict.fromkeys(("t1", "t2", "flair", "t1ce"), 0))
+
+
+def test_training_with_the_lesion_share_and_contrast_weights_runs_and_refuses_bad_weights(
+    tiny_phantoms, tmp_path, capsys
+):
+    run_dir = tmp_path / "run"
+    opts = {"max_epochs": 1, "rec_lesion_share": 0.05, **_train_overrides(tiny_phantoms, run_dir)}
+    run(config_file=[*TRAIN, str(TINY_CONFIG)], contrast_weights={"flair": 2.0}, **opts)
+    assert _trainer_state(run_dir / "checkpoint_final.pt")["iteration"] == 2
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run(
+            config_file=[*TRAIN, str(TINY_CONFIG)],
+            contrast_weights={"pd": 2.0},
+            **{**opts, "run_dir": str(tmp_path / "r2")},
+        )
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "unknown contrasts ['pd']" in err and "Traceback" not in err
+    assert not (tmp_path / "r2").exists()
+
+
 def test_tiles_cover_the_volume_on_the_grid_and_one_whole_tile_synthesises_as_decode():
     scripts = load_scripts(BUNDLE, "brainspade3d_scripts")
     tiles = scripts.networks.tile_windows([96, 96, 80], [64, 64, 64], [32, 32, 32], 16)
