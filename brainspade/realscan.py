@@ -92,11 +92,14 @@ def write_mni_t1(path: str | Path, variant: str = "ras_1mm") -> Path:
 def reference_tissue(affine: np.ndarray, shape) -> tuple[np.ndarray, np.ndarray]:
     """(reference labels, scored mask) on the grid (affine, shape): labels 2 = GM, 3 = WM, 0 = neither, from
     the template's probability maps; the mask leaves out the deep-grey and brainstem regions."""
-    gm, wm = _tissue_maps(affine, shape)
-    ref = np.zeros(tuple(shape), np.uint8)
+    return _reference_labels(*_tissue_maps(affine, shape)), _scored_mask(affine, shape)
+
+
+def _reference_labels(gm: np.ndarray, wm: np.ndarray) -> np.ndarray:
+    ref = np.zeros(gm.shape, np.uint8)
     ref[(gm >= 0.5) & (gm > wm)] = LABEL_CODES["gm"]
     ref[(wm >= 0.5) & (wm > gm)] = LABEL_CODES["wm"]
-    return ref, _scored_mask(affine, shape)
+    return ref
 
 
 def _scored_mask(affine: np.ndarray, shape) -> np.ndarray:
@@ -118,7 +121,11 @@ def _scored_mask(affine: np.ndarray, shape) -> np.ndarray:
 def tissue_dice(labels: np.ndarray, affine: np.ndarray) -> dict[str, float]:
     """GM and WM Dice of a segmentation of the MNI152 T1 (any grid), against the template's tissue maps."""
     labels = np.asarray(labels)
-    ref, scored = reference_tissue(affine, labels.shape)
+    gm, wm = _tissue_maps(affine, labels.shape)
+    return _dice(labels, _reference_labels(gm, wm), _scored_mask(affine, labels.shape))
+
+
+def _dice(labels: np.ndarray, ref: np.ndarray, scored: np.ndarray) -> dict[str, float]:
     out = {}
     for key in ("gm", "wm"):
         code = LABEL_CODES[key]
@@ -143,7 +150,20 @@ def boundary_profile(labels: np.ndarray, affine: np.ndarray, bins: int = 10) -> 
     Dice says how much is wrong; this says which way the boundary moved."""
     labels = np.asarray(labels)
     gm, wm = _tissue_maps(affine, labels.shape)
-    tissue = ((gm + wm) >= 0.5) & _scored_mask(affine, labels.shape)
+    return _profile(labels, gm, wm, _scored_mask(affine, labels.shape), bins)
+
+
+def tissue_scores(labels: np.ndarray, affine: np.ndarray, bins: int = 10) -> dict:
+    """`tissue_dice` and `boundary_profile` together, from one resampling of the template's maps (the quality
+    report scores four grids; each resampling of the 1 mm maps costs seconds)."""
+    labels = np.asarray(labels)
+    gm, wm = _tissue_maps(affine, labels.shape)
+    scored = _scored_mask(affine, labels.shape)
+    return {**_dice(labels, _reference_labels(gm, wm), scored), **_profile(labels, gm, wm, scored, bins)}
+
+
+def _profile(labels: np.ndarray, gm: np.ndarray, wm: np.ndarray, scored: np.ndarray, bins: int) -> dict:
+    tissue = ((gm + wm) >= 0.5) & scored
     frac = wm[tissue] / np.maximum(gm[tissue] + wm[tissue], 1e-6)
     is_wm = labels[tissue] == LABEL_CODES["wm"]
     edges = np.linspace(0.0, 1.0, bins + 1)

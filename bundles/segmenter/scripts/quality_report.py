@@ -73,7 +73,7 @@ def real_scan_dice(ckpt: str, out: Path) -> dict:
     """{variant: {gm, wm, seconds}} for the MNI152 T1 re-saved every way brainspade.realscan knows."""
     import nibabel as nib
 
-    from brainspade.realscan import VARIANTS, boundary_profile, tissue_dice, write_mni_t1
+    from brainspade.realscan import VARIANTS, tissue_scores, write_mni_t1
 
     result = {}
     for variant in VARIANTS:
@@ -90,11 +90,7 @@ def real_scan_dice(ckpt: str, out: Path) -> dict:
         seconds = time.perf_counter() - t0
         seg = nib.load(str(out / "real" / "seg" / f"mni152_{variant}_seg.nii.gz"))
         labels = np.asarray(seg.dataobj)
-        result[variant] = {
-            **tissue_dice(labels, seg.affine),
-            **boundary_profile(labels, seg.affine),
-            "seconds_with_startup": round(seconds, 1),
-        }
+        result[variant] = {**tissue_scores(labels, seg.affine), "seconds_with_startup": round(seconds, 1)}
     return result
 
 
