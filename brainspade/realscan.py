@@ -92,7 +92,8 @@ def write_mni_t1(path: str | Path, variant: str = "ras_1mm") -> Path:
 def reference_tissue(affine: np.ndarray, shape) -> tuple[np.ndarray, np.ndarray]:
     """(reference labels, scored mask) on the grid (affine, shape): labels 2 = GM, 3 = WM, 0 = neither, from
     the template's probability maps; the mask leaves out the deep-grey and brainstem regions."""
-    return _reference_labels(*_tissue_maps(affine, shape)), _scored_mask(affine, shape)
+    gm, wm, scored = _grid_maps(affine, shape)
+    return _reference_labels(gm, wm), scored
 
 
 def _reference_labels(gm: np.ndarray, wm: np.ndarray) -> np.ndarray:
@@ -121,8 +122,8 @@ def _scored_mask(affine: np.ndarray, shape) -> np.ndarray:
 def tissue_dice(labels: np.ndarray, affine: np.ndarray) -> dict[str, float]:
     """GM and WM Dice of a segmentation of the MNI152 T1 (any grid), against the template's tissue maps."""
     labels = np.asarray(labels)
-    gm, wm = _tissue_maps(affine, labels.shape)
-    return _dice(labels, _reference_labels(gm, wm), _scored_mask(affine, labels.shape))
+    gm, wm, scored = _grid_maps(affine, labels.shape)
+    return _dice(labels, _reference_labels(gm, wm), scored)
 
 
 def _dice(labels: np.ndarray, ref: np.ndarray, scored: np.ndarray) -> dict[str, float]:
@@ -133,6 +134,11 @@ def _dice(labels: np.ndarray, ref: np.ndarray, scored: np.ndarray) -> dict[str, 
         denom = int(p.sum()) + int(r.sum())
         out[key] = round(2.0 * int((p & r).sum()) / denom, 4) if denom else float("nan")
     return out
+
+
+def _grid_maps(affine: np.ndarray, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(GM map, WM map, scored mask) on the grid: what every score of a segmentation is measured against."""
+    return (*_tissue_maps(affine, shape), _scored_mask(affine, shape))
 
 
 def _tissue_maps(affine: np.ndarray, shape) -> tuple[np.ndarray, np.ndarray]:
@@ -149,16 +155,14 @@ def boundary_profile(labels: np.ndarray, affine: np.ndarray, bins: int = 10) -> 
     fraction at which that share crosses one half (linear between bin centres; the reference's own is 0.5). A
     Dice says how much is wrong; this says which way the boundary moved."""
     labels = np.asarray(labels)
-    gm, wm = _tissue_maps(affine, labels.shape)
-    return _profile(labels, gm, wm, _scored_mask(affine, labels.shape), bins)
+    return _profile(labels, *_grid_maps(affine, labels.shape), bins)
 
 
 def tissue_scores(labels: np.ndarray, affine: np.ndarray, bins: int = 10) -> dict:
     """`tissue_dice` and `boundary_profile` together, from one resampling of the template's maps (the quality
     report scores four grids; each resampling of the 1 mm maps costs seconds)."""
     labels = np.asarray(labels)
-    gm, wm = _tissue_maps(affine, labels.shape)
-    scored = _scored_mask(affine, labels.shape)
+    gm, wm, scored = _grid_maps(affine, labels.shape)
     return {**_dice(labels, _reference_labels(gm, wm), scored), **_profile(labels, gm, wm, scored, bins)}
 
 

@@ -63,8 +63,7 @@ def masked_l1(
     """
     brain = 1.0 - pv[:, :1]
     lesions = pv[:, list(LESION_CODES)]
-    factor = torch.full((pv.shape[0], lesions.shape[1], *([1] * (pv.ndim - 2))), float(lesion_weight) - 1.0)
-    factor = factor.to(pv)
+    factor = pv.new_full((pv.shape[0], lesions.shape[1], *([1] * (pv.ndim - 2))), float(lesion_weight) - 1.0)
     if lesion_share > 0:
         dims = tuple(range(2, pv.ndim))
         brain_sum, lesion_sum = brain.sum(dims, keepdim=True), lesions.sum(dims, keepdim=True)
