@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from label_ldm_helpers import BUNDLE, CONFIGS, TINY, make_tiny_weights, one_thread  # noqa: F401  (autouse fixture)
 from monai.bundle import run
 
@@ -50,16 +51,27 @@ def test_evaluate_config_runs_and_saves_all_metrics(tiny_phantoms, tmp_path, cap
     assert [s["requested"] for s in alone] == [s["requested"] for s in delivered]  # the same requests
     assert set(res["training"]) >= set(figures) and res["training"]["enclosed_background_ml"] == 0
     rows = res["side_by_side"]
-    assert rows["tumour_ml spearman"].keys() == {"network_alone", "delivered"}
-    assert rows["dgm volume W1/SD"].keys() == {"network_alone", "delivered"}
+    rec = res["reconstruction"]
+    assert rec["dice"] == res["reconstruction_dice"] and rec["n_subjects"] >= 1
+    assert set(rec["volume_bias_sd"]) == {lab.key for lab in LABELS} and set(rec["lesions"]) == set(CONDITION_KEYS)
+    # the autoencoder's own figure beside the network's, where one applies
+    assert rows["tumour_ml spearman"].keys() == {"network_alone", "delivered", "autoencoder"}
+    assert rows["tumour_ml presence_rate"].keys() == {"network_alone", "delivered"}
+    assert rows["dgm volume W1/SD"] == {
+        "network_alone": res["network_alone"]["tissue_w1_over_sd"]["dgm"],
+        "delivered": res["delivered"]["tissue_w1_over_sd"]["dgm"],
+        "autoencoder": rec["tissue_w1_over_sd"]["dgm"],
+    }
     for fig in figures:
         assert rows[fig] == {
             "network_alone": res["network_alone"][fig],
             "delivered": res["delivered"][fig],
+            "autoencoder": rec[fig],
             "training": res["training"][fig],
         }
     printed = capsys.readouterr().out
     assert "reconstruction Dice" in printed and "network alone" in printed and "tumour_nested_rate" in printed
+    assert "autoencoder" in printed and "volume bias" in printed
     before = out.read_text()
     with pytest.raises(SystemExit) as exc:  # refuses to replace the results without --overwrite true
         run(**kw)
@@ -73,6 +85,44 @@ def _evaluate_module():
 
     load_scripts(BUNDLE, "label_ldm_scripts")
     return importlib.import_module("label_ldm_scripts.evaluate")  # the package exports `evaluate`, the function
+
+
+class _PassThrough(torch.nn.Module):
+    """A stand-in autoencoder with a known answer: the latent is the map itself and the decoder returns
+    log(pv x gain), so the softmax of its output is the map with each label's fraction scaled by `gain`."""
+
+    def __init__(self, gain: list[float]) -> None:
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.tensor(gain).view(1, -1, 1, 1, 1))
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x, x
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.log(z.clamp_min(1e-6) * self.gain)
+
+
+def test_reconstruction_figures_know_a_lossless_and_an_inflating_autoencoder(tiny_phantoms, tmp_path):
+    from brainspade.profiles import get_profile
+
+    ev = _evaluate_module()
+    items = ev.load_datalist(str(tiny_phantoms), "training", ("pv",), None)
+    train_labels = [ev.pv_to_int(ev.load_nifti(i["pv"], "pv")[0]) for i in items]
+    voxel = get_profile("tiny").voxel_mm3
+    lossless = _PassThrough([1.0] * len(LABELS))
+    torch.save({"autoencoder": lossless.state_dict()}, tmp_path / "ae.pt")
+    res = ev.reconstruction_figures(lossless, str(tmp_path / "ae.pt"), items, "cpu", voxel, train_labels)
+    assert all(v is None or v == 1.0 for v in res["dice"].values())
+    assert all(v is None or v == 0.0 for v in res["volume_bias_sd"].values())
+    assert all(v == 0.0 for v in res["tissue_w1_over_sd"].values())  # the same maps as the training reference
+    assert all(m["median_rel_error"] in (None, 0.0) for m in res["lesions"].values())
+    # CSF's fraction tripled: it wins every voxel it shares, so its volume grows and its neighbours' shrink
+    gain = [1.0] * len(LABELS)
+    gain[LABEL_CODES["csf"]] = 3.0
+    torch.save({"autoencoder": _PassThrough(gain).state_dict()}, tmp_path / "csf.pt")
+    res = ev.reconstruction_figures(_PassThrough(gain), str(tmp_path / "csf.pt"), items, "cpu", voxel, train_labels)
+    assert res["volume_bias_sd"]["csf"] > 0.5 and res["volume_bias_sd"]["gm"] < 0 and res["dice"]["csf"] < 1.0
+    assert res["tissue_w1_over_sd"]["csf"] > 0
 
 
 def test_lesion_components_counts_separate_lesions_where_present():

@@ -76,6 +76,48 @@ def test_both_stages_train_resume_and_export(tiny_phantoms, tmp_path):
     ae_ckpt = torch.load(ae_run / "checkpoints" / "final.pt", map_location="cpu", weights_only=True)
     assert ae_ckpt["lr_scheduler"]["last_epoch"] == 4
 
+    # fine-tune: a fresh run starts from exported weights (learning rate 0, so they must come out unchanged), and a
+    # resumed run ignores init_weights (its checkpoint holds the run's own weights)
+    ft_ae, ft_dm = str(tmp_path / "ft_autoencoder.pt"), str(tmp_path / "ft_diffusion.pt")
+    # the autoencoder's decoder fine-tune: the encoder comes out as loaded, the decoder has learnt
+    ft_run = tmp_path / "ft_ae"
+    _stage("train_autoencoder.yaml", tiny_phantoms, ft_run, ft_ae, 1, init_weights=ae_pt, ae_trainable="decoder")
+    ae_after = torch.load(ft_ae, map_location="cpu", weights_only=True)["autoencoder"]
+    before = exported["autoencoder"]
+    assert all(
+        torch.equal(v, ae_after[k]) for k, v in before.items() if not k.startswith(("decoder.", "post_quant_conv."))
+    )
+    assert any(not torch.equal(v, ae_after[k]) for k, v in before.items() if k.startswith("decoder."))
+    # resumed with another init file: the checkpoint wins (init_weights is not read, so a missing file is no error)
+    assert (
+        _stage(
+            "train_autoencoder.yaml", tiny_phantoms, ft_run, ft_ae, 2, init_weights="nope.pt", ae_trainable="decoder"
+        )
+        == 4
+    )
+    _stage(
+        "train_diffusion.yaml", tiny_phantoms, tmp_path / "ft_dm", ft_dm, 1, init_weights=dm_pt, learning_rate=0, **dm
+    )
+    dm_after = torch.load(ft_dm, map_location="cpu", weights_only=True)["diffusion"]
+    assert all(torch.allclose(v, dm_after[k]) for k, v in d["diffusion"].items())
+    assert scripts.load_initial_weights(net, dm_pt, "diffusion", None)
+    assert not scripts.load_initial_weights(net, "missing.pt", "diffusion", "ckpt.pt")  # resuming: not read
+    assert not scripts.load_initial_weights(net, "", "diffusion", None)
+    with pytest.raises(SystemExit) as err:
+        _stage("train_diffusion.yaml", tiny_phantoms, tmp_path / "ft_bad", ft_dm, 1, init_weights="nope.pt", **dm)
+    assert err.value.code == 2
+
+
+def test_trainable_parameters_of_a_decoder_fine_tune():
+    ae = common_parser().get_parsed_content("autoencoder_def")
+    assert len(scripts.trainable_parameters(ae, "all")) == len(list(ae.parameters()))
+    params = scripts.trainable_parameters(ae, "decoder")
+    ids = {id(p) for p in params}
+    assert ids == {id(p) for n in ("decoder", "post_quant_conv") for p in getattr(ae, n).parameters()}
+    assert all(p.requires_grad == (id(p) in ids) for p in ae.parameters())
+    with pytest.raises(InputError, match="ae_trainable='encoder' is not known; accepted: all, decoder"):
+        scripts.trainable_parameters(ae, "encoder")
+
 
 def test_warmup_cosine_factor():
     f = scripts.WarmupCosine(total_iters=110, warmup_iters=10, min_factor=0.1, start_factor=0.0)

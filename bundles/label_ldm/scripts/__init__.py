@@ -21,10 +21,11 @@ from .training import (
     encode_datalist,
     loss_terms,
     saved_objects,
+    trainable_parameters,
     training_bf16,
 )
 from .volume_matching import match_lesion_volumes
-from .weights import LatentMeta, export_autoencoder, export_diffusion, load_weights, unwrap
+from .weights import LatentMeta, export_autoencoder, export_diffusion, load_initial_weights, load_weights, unwrap
 
 __all__ = [
     "ConditionSpace",
@@ -48,6 +49,8 @@ __all__ = [
     "export_autoencoder",
     "export_diffusion",
     "loss_terms",
+    "trainable_parameters",
+    "load_initial_weights",
     "load_weights",
     "unwrap",
     "EmaUpdate",

@@ -31,22 +31,56 @@ from .weights import load_weights
 
 
 @torch.no_grad()
-def reconstruction_dice(autoencoder, autoencoder_path: str, items: list[dict], device) -> dict:
-    """Per-label Dice of argmax(decode(encode(pv))) vs the subject's labels (mean over subjects where present)."""
+def reconstruct(autoencoder, autoencoder_path: str, items: list[dict], device):
+    """Yield (pv, softmax(decode(encode(pv)))) per subject: the autoencoder alone, as every sample passes through it."""
     load_weights(autoencoder, autoencoder_path, "autoencoder", "cpu", "autoencoder weights")
     ae = autoencoder.to(device).eval()
-    scores = []
     for item in items:
         pv, _ = load_nifti(item["pv"], "partial-volume map")
         z_mu, _ = ae.encode(torch.from_numpy(pv)[None].to(device))
-        rec = torch.softmax(ae.decode(z_mu).float(), 1)[0].cpu().numpy()
-        y_pred = torch.from_numpy(int_to_pv(pv_to_int(rec)))[None]
-        y = torch.from_numpy(int_to_pv(pv_to_int(pv)))[None]
+        yield pv, torch.softmax(ae.decode(z_mu).float(), 1)[0].cpu().numpy()
+
+
+def reconstruction_figures(
+    autoencoder, autoencoder_path: str, items: list[dict], device, voxel_mm3: float, train_labels: list[np.ndarray]
+) -> dict:
+    """What the autoencoder alone does to the maps (the ceiling of the diffusion model, which draws in its latent
+    space), on held-out subjects: Dice per label of argmax(reconstruction) vs the subject's labels (mean where
+    present); per label the mean volume change, reconstructed minus true, in SDs of the true volumes across the
+    subjects (`volume_bias_sd`: a systematic inflation the network inherits); per lesion type Spearman and median
+    relative error of reconstructed vs true volumes; the reconstructions' tissue volumes against the training
+    maps (W1 / SD) and their anatomy figures, as for the samples."""
+    scores, true_vols, rec_vols, records = [], [], [], []
+    for pv, rec in reconstruct(autoencoder, autoencoder_path, items, device):
+        labels, rec_labels = pv_to_int(pv), pv_to_int(rec)
+        y_pred, y = torch.from_numpy(int_to_pv(rec_labels))[None], torch.from_numpy(int_to_pv(labels))[None]
         scores.append(compute_dice(y_pred, y, include_background=True, ignore_empty=True)[0].numpy())
+        true_vols.append(tissue_volumes_ml(labels, voxel_mm3))
+        rec_vols.append(tissue_volumes_ml(rec_labels, voxel_mm3))
+        records.append(anatomy_record(rec, rec_labels, voxel_mm3))
     arr = np.stack(scores)
-    return {
+    dice = {
         lab.key: (None if np.all(np.isnan(arr[:, lab.code])) else round(float(np.nanmean(arr[:, lab.code])), 4))
         for lab in LABELS
+    }
+    bias = {}
+    for lab in LABELS:
+        t, r = np.array([v[lab.key] for v in true_vols]), np.array([v[lab.key] for v in rec_vols])
+        bias[lab.key] = round(float(np.mean(r - t) / t.std()), 4) if t.std() > 0 else None
+    lesions = {}
+    for key, lab in zip(CONDITION_KEYS, (LABELS[c] for c in LESION_CODES), strict=True):
+        t, r = np.array([v[lab.key] for v in true_vols]), np.array([v[lab.key] for v in rec_vols])
+        pos = t > 0
+        rho, err = _agreement(t[pos], r[pos])
+        lesions[key] = {"spearman": rho, "median_rel_error": err, "n_present": int(pos.sum())}
+    ref = [tissue_volumes_ml(lab, voxel_mm3) for lab in train_labels]
+    return {
+        "dice": dice,
+        "volume_bias_sd": bias,
+        "lesions": lesions,
+        "tissue_w1_over_sd": tissue_volume_distance(rec_vols, ref),
+        **anatomy_figures(records),
+        "n_subjects": len(items),
     }
 
 
@@ -285,28 +319,47 @@ def sample_figures(samples: list[dict], train_labels: list[np.ndarray], voxel_mm
 
 
 def side_by_side(result: dict) -> dict:
-    """{figure: {'network_alone': v, 'delivered': v[, 'training': v]}} for every figure the targets name."""
+    """{figure: {'network_alone': v, 'delivered': v[, 'autoencoder': v][, 'training': v]}} for every figure the
+    targets name; `autoencoder` is the reconstructions' own figure (held-out maps through the autoencoder alone: the
+    ceiling the network draws under), where one applies."""
+    rec = result["reconstruction"]
     rows: dict[str, dict] = {}
     for key in CONDITION_KEYS:
         for fig in CONDITIONING_FIGURES:
             rows[f"{key} {fig}"] = {v: result[v]["conditioning"][key][fig] for v in VARIANTS}
+            if fig in rec["lesions"][key]:
+                rows[f"{key} {fig}"]["autoencoder"] = rec["lesions"][key][fig]
     for key in TISSUES:
-        rows[f"{key} volume W1/SD"] = {v: result[v]["tissue_w1_over_sd"][key] for v in VARIANTS}
+        rows[f"{key} volume W1/SD"] = {
+            **{v: result[v]["tissue_w1_over_sd"][key] for v in VARIANTS},
+            "autoencoder": rec["tissue_w1_over_sd"][key],
+        }
     for fig in ANATOMY_FIGURES:
-        rows[fig] = {**{v: result[v][fig] for v in VARIANTS}, "training": result["training"][fig]}
+        rows[fig] = {
+            **{v: result[v][fig] for v in VARIANTS},
+            "autoencoder": rec[fig],
+            "training": result["training"][fig],
+        }
     for fig in ("verified_rate", "mean_retries", "mean_time_s"):
         rows[fig] = {v: result[v]["sampling"][fig] for v in VARIANTS}
     return rows
 
 
+SUMMARY_COLUMNS = {
+    "network_alone": "network alone",
+    "delivered": "delivered",
+    "autoencoder": "autoencoder",
+    "training": "training",
+}
+
+
 def print_summary(result: dict) -> None:
     print("reconstruction Dice:", result["reconstruction_dice"])
-    print(f"{'figure':<40}{'network alone':>15}{'delivered':>12}{'training':>12}")
+    print("reconstruction volume bias (SD):", result["reconstruction"]["volume_bias_sd"])
+    print(f"{'figure':<40}" + "".join(f"{title:>15}" for title in SUMMARY_COLUMNS.values()))
     for name, row in result["side_by_side"].items():
-        cells = [row.get(k) for k in (*VARIANTS, "training")]
-        print(
-            f"{name:<40}" + "".join(f"{'-' if c is None else c:>{w}}" for c, w in zip(cells, (15, 12, 12), strict=True))
-        )
+        cells = [row.get(k) for k in SUMMARY_COLUMNS]
+        print(f"{name:<40}" + "".join(f"{'-' if c is None else c:>15}" for c in cells))
 
 
 def draw(sampler, requests: list[dict], seed: int, **settings) -> tuple[list[dict], float]:
@@ -342,8 +395,11 @@ def evaluate(
     sampler.load()
     t0 = time.perf_counter()
     result: dict[str, Any] = {"profile": prof.name, "datalist": str(datalist), "split": eval_split}
-    result["reconstruction_dice"] = reconstruction_dice(autoencoder, autoencoder_path, eval_items, device)
     train_labels, result["training"] = training_reference(train_items, prof.voxel_mm3)
+    result["reconstruction"] = reconstruction_figures(
+        autoencoder, autoencoder_path, eval_items, device, prof.voxel_mm3, train_labels
+    )
+    result["reconstruction_dice"] = result["reconstruction"]["dice"]
     requests = evaluation_requests(sampler, eval_items, prof.voxel_mm3, num_samples)
     result["samples"], result["time_s"] = {}, {"reconstruction_and_training_maps": round(time.perf_counter() - t0, 1)}
     for name, settings in VARIANTS.items():

@@ -48,6 +48,28 @@ def kl_loss(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:
     return kl.flatten(1).sum(1).mean()
 
 
+# AutoencoderKL's submodules on the decoding side: a decoder fine-tune trains these, the encoder stays as it is
+DECODER_PARTS = ("post_quant_conv", "decoder")
+TRAINABLE_PARTS = ("all", "decoder")
+
+
+def trainable_parameters(autoencoder: torch.nn.Module, parts: str = "all") -> list[torch.nn.Parameter]:
+    """The autoencoder parameters the optimiser updates: `all`, or `decoder` (post-quant conv + decoder; the encoder
+    is frozen, requires_grad off). Why a decoder fine-tune: it leaves the latent space, and so a diffusion model
+    trained on it, valid, while it changes how latents are read back into label maps (e.g. a volume bias)."""
+    if parts not in TRAINABLE_PARTS:
+        raise InputError(f"ae_trainable={parts!r} is not known; accepted: {', '.join(TRAINABLE_PARTS)}")
+    net = unwrap(autoencoder)
+    if parts == "all":
+        return list(net.parameters())
+    for p in net.parameters():
+        p.requires_grad_(False)
+    params = [p for name in DECODER_PARTS for p in getattr(net, name).parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    return params
+
+
 class AutoencoderStep:
     """Ignite `iteration_update` for SupervisedTrainer(network=autoencoder, optimizer=generator optimiser).
 

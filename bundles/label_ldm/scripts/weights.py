@@ -127,3 +127,13 @@ def export_diffusion(
     os.replace(tmp, path)
     print(f"exported diffusion weights to {path}", flush=True)
     return path
+
+
+def load_initial_weights(net: torch.nn.Module, path: str | os.PathLike | None, key: str, resume_checkpoint) -> bool:
+    """Fine-tuning: load `net` (the `key` network) from `path` before a fresh run; nothing when no path is given or a
+    checkpoint is resumed (the checkpoint holds the run's own weights). True when weights were loaded."""
+    if not path or resume_checkpoint is not None:
+        return False
+    device = next(net.parameters()).device
+    load_weights(net, path, key, device, f"initial {key} weights")
+    return True
