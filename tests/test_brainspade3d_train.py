@@ -279,7 +279,11 @@ def test_contrast_weights_draw_a_contrast_more_often_and_bad_weights_are_refused
     assert len(draws) == 40 * len(pairs)
     assert draws.count("flair") / len(draws) == pytest.approx(3 / 6, abs=0.03)  # 3 / (3 + 1 + 1 + 1)
     assert draws[:100] == [pairs[i]["contrast_name"] for i in training.contrast_sampler(pairs, {"flair": 3.0}, 1)]
-    for bad, words in [({"pd": 2}, "unknown contrasts"), ({"t1": -1}, ">= 0"), ({"t1": "x"}, ">= 0")]:
+    # contrast names are read as every option reads them (any case)
+    upper = training.contrast_sampler(pairs, {"FLAIR": 3.0}, seed=1)
+    assert [pairs[i]["contrast_name"] for i in upper] == draws[:100]
+    refused = [({"pd": 2}, "unknown contrast 'pd'"), ({"t1,t2": 2}, "one contrast per key")]
+    for bad, words in [*refused, ({"t1": -1}, ">= 0"), ({"t1": "x"}, ">= 0")]:
         with pytest.raises(InputError, match=words):
             training.contrast_sampler(pairs, bad)
     with pytest.raises(InputError, match="no pair"):
@@ -302,7 +306,11 @@ def test_training_with_the_lesion_share_and_contrast_weights_runs_and_refuses_ba
         )
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert err.count("error:") == 1 and "unknown contrasts ['pd']" in err and "Traceback" not in err
+    assert (
+        err.count("error:") == 1
+        and "unknown contrast 'pd'; accepted: t1, t2, flair, t1ce" in err
+        and "Traceback" not in err
+    )
     assert not (tmp_path / "r2").exists()
 
 

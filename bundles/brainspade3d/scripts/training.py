@@ -79,15 +79,20 @@ def contrast_sampler(pairs: list[dict], contrast_weights: dict | None = None, se
     pass; None when no weights are given (the loader shuffles uniformly). FLAIR, the contrast whose lesions were
     faintest (tissue error 0.60 SD against 0.18-0.38), gets more of the iterations this way without a second loader.
     """
-    from brainspade.contrasts import CONTRASTS
+    from brainspade.contrasts import check_contrasts
     from brainspade.errors import InputError
 
     if not contrast_weights:
         return None
-    weights = dict(contrast_weights)
-    unknown = sorted(set(weights) - set(CONTRASTS))
-    if unknown:
-        raise InputError(f"contrast_weights names unknown contrasts {unknown}; accepted: {', '.join(CONTRASTS)}")
+    # contrast names read as every other option reads them (brainspade.contrasts: any case, one message)
+    weights = {}
+    for key, value in dict(contrast_weights).items():
+        names = check_contrasts(str(key))
+        if len(names) != 1:
+            raise InputError(
+                f"contrast_weights key {key!r} names {len(names)} contrasts; accepted: one contrast per key"
+            )
+        weights[names[0]] = value
     bad = {k: v for k, v in weights.items() if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0}
     if bad:
         raise InputError(f"contrast_weights must be numbers >= 0, got {bad}")
