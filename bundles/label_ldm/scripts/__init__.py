@@ -8,6 +8,7 @@ from brainspade.bundle import bundle_version
 
 from .conditioning import ConditionSpace, normalise_volumes
 from .data import load_datalist, pv_condition_ml
+from .calibration import calibrate_autoencoder
 from .evaluate import evaluate
 from .networks import VolumeConditionedUNet
 from .sampler import LabelSampler, condition_space, decode_latent, write_samples
@@ -28,6 +29,7 @@ from .volume_matching import match_lesion_volumes
 from .weights import LatentMeta, export_autoencoder, export_diffusion, load_initial_weights, load_weights, unwrap
 
 __all__ = [
+    "calibrate_autoencoder",
     "ConditionSpace",
     "normalise_volumes",
     "bundle_version",
