@@ -27,18 +27,21 @@ from .weights import export_autoencoder, load_weights, unwrap
 
 
 @torch.no_grad()
-def decoder_logits(
-    autoencoder: torch.nn.Module, items: list[dict], device="cpu"
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(decoder logits as float16, true integer map) per subject; the logits of decode(encode(pv)), the latent
-    mean as the sampler's latents stand for it."""
+def reconstruction_logits(autoencoder: torch.nn.Module, items: list[dict], device="cpu"):
+    """Yield (pv, decoder logits as a float32 array) per subject: decode(encode(pv)) from the latent mean, which
+    the sampler's latents stand for. The one encode/decode loop of the calibration and the evaluation."""
     ae = unwrap(autoencoder).to(device).eval()
-    out = []
     for item in items:
         pv, _ = load_nifti(item["pv"], "partial-volume map")
         z_mu, _ = ae.encode(torch.from_numpy(pv)[None].to(device))
-        out.append((ae.decode(z_mu)[0].float().cpu().numpy().astype(np.float16), pv_to_int(pv)))
-    return out
+        yield pv, ae.decode(z_mu)[0].float().cpu().numpy()
+
+
+def decoder_logits(
+    autoencoder: torch.nn.Module, items: list[dict], device="cpu"
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(decoder logits as float16, true integer map) per subject, held in memory for the fit."""
+    return [(lg.astype(np.float16), pv_to_int(pv)) for pv, lg in reconstruction_logits(autoencoder, items, device)]
 
 
 def label_volumes(logits: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -50,7 +53,7 @@ def label_volumes(logits: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return np.bincount(pv_to_int(p).ravel(), minlength=NUM_LABELS)
 
 
-def fit_label_offsets(pairs: list[tuple[np.ndarray, np.ndarray]], iterations: int = 30, step: float = 1.0) -> dict:
+def fit_label_offsets(pairs: list[tuple[np.ndarray, np.ndarray]], iterations: int, step: float = 1.0) -> dict:
     """Offsets (one per label, background fixed at 0) with which the pooled reconstructed volume of each label
     matches its pooled true volume: a fixed-point iteration, offset_c += step * log(true_c / reconstructed_c).
     -> {"offsets", "true_voxels", "before_voxels", "after_voxels", "iterations"}."""
@@ -89,10 +92,10 @@ def calibrate_autoencoder(
     autoencoder_path: str,
     datalist: str,
     output_path: str,
-    version: str = "",
-    profile: str = "",
-    limit: int | None = 30,
-    iterations: int = 30,
+    version: str,
+    profile: str,
+    limit: int | None,
+    iterations: int,
     device="cpu",
 ) -> dict:
     """Fit the label offsets on (the first `limit` of) the training maps, add them to the decoder and export the

@@ -24,21 +24,18 @@ from brainspade.io import load_nifti, save_json
 from brainspade.labels import CONDITION_KEYS, LABEL_CODES, LABELS, LESION_CODES, int_to_pv, pv_to_int, tissue_volumes_ml
 from brainspade.profiles import get_profile
 
+from .calibration import reconstruction_logits
 from .data import load_datalist, pv_condition_ml
 from .lesion_cleanup import enclosed_background
 from .volume_matching import NEIGHBOURS_26, PRESENCE_FRACTION
 from .weights import load_weights
 
 
-@torch.no_grad()
 def reconstruct(autoencoder, autoencoder_path: str, items: list[dict], device):
     """Yield (pv, softmax(decode(encode(pv)))) per subject: the autoencoder alone, as every sample passes through it."""
     load_weights(autoencoder, autoencoder_path, "autoencoder", "cpu", "autoencoder weights")
-    ae = autoencoder.to(device).eval()
-    for item in items:
-        pv, _ = load_nifti(item["pv"], "partial-volume map")
-        z_mu, _ = ae.encode(torch.from_numpy(pv)[None].to(device))
-        yield pv, torch.softmax(ae.decode(z_mu).float(), 1)[0].cpu().numpy()
+    for pv, logits in reconstruction_logits(autoencoder, items, device):
+        yield pv, torch.softmax(torch.from_numpy(logits), 0).numpy()
 
 
 def reconstruction_figures(
