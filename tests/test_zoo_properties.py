@@ -24,6 +24,7 @@ WORKFLOWS = [
     ("label_ldm", ["inference.yaml"], "inference"),
     ("label_ldm", ["inference.yaml", "paper.yaml"], "inference"),
     ("label_ldm", ["evaluate.yaml"], "eval"),
+    ("label_ldm", ["common.yaml", "calibrate_autoencoder.yaml"], "eval"),
     ("label_ldm", ["common.yaml", "train_autoencoder.yaml"], "train"),
     ("label_ldm", ["common.yaml", "train_diffusion.yaml"], "train"),
     ("label_ldm", ["common.yaml", "train_autoencoder.yaml", "paper.yaml"], "train"),

@@ -6,9 +6,9 @@ Imported by the configs through `brainspade.bundle.load_scripts(@bundle_root, 'l
 
 from brainspade.bundle import bundle_version
 
+from .calibration import calibrate_autoencoder
 from .conditioning import ConditionSpace, normalise_volumes
 from .data import load_datalist, pv_condition_ml
-from .calibration import calibrate_autoencoder
 from .evaluate import evaluate
 from .networks import VolumeConditionedUNet
 from .sampler import LabelSampler, condition_space, decode_latent, write_samples
