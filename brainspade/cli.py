@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 import sys
 from collections.abc import Callable
@@ -59,6 +60,22 @@ def parse_int(value: Any, name: str, lo: int, hi: int) -> int:
     v = int(float(value))
     if not lo <= v <= hi:
         raise InputError(f"{name}={v} is out of range; accepted: {lo}..{hi}")
+    return v
+
+
+def parse_float(value: Any, name: str, lo: float = -math.inf, hi: float = math.inf) -> float:
+    """The one reading of a real-valued option: a number or a numeric string, finite, within lo..hi."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if isinstance(value, str):
+        try:
+            value, ok = float(value.strip()), True
+        except ValueError:
+            ok = False
+    if not ok or not math.isfinite(float(value)):
+        raise InputError(f"{name}={value!r} is not a finite number; accepted: {lo:g}..{hi:g}")
+    v = float(value)
+    if not lo <= v <= hi:
+        raise InputError(f"{name}={v:g} is out of range; accepted: {lo:g}..{hi:g}")
     return v
 
 

@@ -95,8 +95,17 @@ def test_both_stages_train_resume_and_export(tiny_phantoms, tmp_path):
         )
         == 4
     )
+    # (with the lesion-weighted loss on: its weights travel with the batches; at learning rate 0 nothing moves)
     _stage(
-        "train_diffusion.yaml", tiny_phantoms, tmp_path / "ft_dm", ft_dm, 1, init_weights=dm_pt, learning_rate=0, **dm
+        "train_diffusion.yaml",
+        tiny_phantoms,
+        tmp_path / "ft_dm",
+        ft_dm,
+        1,
+        init_weights=dm_pt,
+        learning_rate=0,
+        lesion_loss_weight="4",
+        **dm,
     )
     dm_after = torch.load(ft_dm, map_location="cpu", weights_only=True)["diffusion"]
     assert all(torch.allclose(v, dm_after[k]) for k, v in d["diffusion"].items())
@@ -106,6 +115,38 @@ def test_both_stages_train_resume_and_export(tiny_phantoms, tmp_path):
     with pytest.raises(SystemExit) as err:
         _stage("train_diffusion.yaml", tiny_phantoms, tmp_path / "ft_bad", ft_dm, 1, init_weights="nope.pt", **dm)
     assert err.value.code == 2
+    with pytest.raises(SystemExit) as err:
+        _stage("train_diffusion.yaml", tiny_phantoms, tmp_path / "lw_bad", ft_dm, 1, lesion_loss_weight="-1", **dm)
+    assert err.value.code == 2 and not (tmp_path / "lw_bad").exists()
+
+
+def test_lesion_loss_weight_reaches_the_loss():
+    """The lesion-weighted diffusion loss, known answers: the weight map of one PV map at the latent grid, MONAI's
+    v-prediction batch carrying it as the target's last channel, and the weighted MSE reading it back."""
+    pv = torch.zeros(10, 8, 8, 8)
+    pv[3] = 1.0
+    pv[3, 0, 0, 0], pv[7, 0, 0, 0] = 0.6, 0.4  # 40 % tumour core in one voxel of the first 4^3 footprint
+    w = scripts.lesion_loss_weight(pv, (2, 2, 2), 5.0)
+    assert w.shape == (1, 2, 2, 2) and float(w[0, 0, 0, 0]) == pytest.approx(3.0)
+    assert torch.equal(w.flatten()[1:], torch.ones(7))
+    with pytest.raises(InputError, match="lesion_loss_weight"):
+        scripts.encode_datalist(None, "", [], "cpu", None, lesion_weight=-1)
+
+    loss = scripts.WeightedMSELoss()
+    pred, target = torch.zeros(1, 2, 2, 2, 2), torch.ones(1, 2, 2, 2, 2)
+    target[:, :, 0, 0, 0] = 3.0  # squared error 9 where the weight is 3, 1 at the seven voxels of weight 1
+    assert float(loss(pred, target)) == pytest.approx(2.0)  # no weight channel: the plain MSE, (2*9 + 14) / 16
+    assert float(loss(pred, torch.cat([target, w[None]], 1))) == pytest.approx((2 * 27 + 14) / 16 / 1.25)
+
+    from monai.networks.schedulers import DDPMScheduler
+
+    prepare = scripts.WeightedVPredictionPrepareBatch(DDPMScheduler(1000), 1000, condition_name="cond")
+    batch = {"image": torch.randn(2, 4, 2, 2, 2), "cond": torch.rand(2, 1, 4), "weight": torch.cat([w[None]] * 2)}
+    _, with_weight, _, kwargs = prepare(batch, torch.device("cpu"))
+    assert with_weight.shape == (2, 5, 2, 2, 2) and torch.equal(with_weight[:, -1:], batch["weight"])
+    assert "condition" in kwargs and "noise" in kwargs
+    _, plain, _, _ = prepare({k: v for k, v in batch.items() if k != "weight"}, torch.device("cpu"))
+    assert plain.shape == (2, 4, 2, 2, 2)
 
 
 def test_trainable_parameters_of_a_decoder_fine_tune():

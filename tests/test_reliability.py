@@ -13,7 +13,7 @@ import pytest
 from _segmenter_helpers import INFER, TRAIN, run_bundle, tiny_train_overrides, write_nifti
 from brainspade3d_helpers import make_tiny_chain, one_torch_thread, run_inference
 
-from brainspade.cli import FALSE_WORDS, TRUE_WORDS, parse_bool
+from brainspade.cli import FALSE_WORDS, TRUE_WORDS, parse_bool, parse_float
 from brainspade.errors import InputError
 from brainspade.labels import NUM_LABELS
 from brainspade.sharding import completed, write_datalist
@@ -44,6 +44,17 @@ def test_false_as_users_type_it(word):
 def test_anything_else_is_refused_with_the_accepted_forms(word):
     with pytest.raises(InputError, match=r"x=.* is not a boolean; accepted: true/yes/y/on or false/no/n/off"):
         parse_bool(word, "x")
+
+
+@pytest.mark.parametrize("value,expected", [(2, 2.0), (0.5, 0.5), ("3", 3.0), (" 1e-1 ", 0.1), ("0", 0.0)])
+def test_numbers_as_users_type_them(value, expected):
+    assert parse_float(value, "x", 0.0) == expected
+
+
+@pytest.mark.parametrize("value", ["", "a lot", "nan", "inf", None, True, [1], -1, "-0.5"])
+def test_other_numbers_are_refused_with_the_accepted_range(value):
+    with pytest.raises(InputError, match=r"x=.* (is not a finite number|is out of range); accepted: 0\.\.inf"):
+        parse_float(value, "x", 0.0)
 
 
 @pytest.fixture(scope="module")

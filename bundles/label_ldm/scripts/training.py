@@ -11,6 +11,9 @@
   CUDA only), `WarmupCosine` (the learning-rate factor for torch's LambdaLR, attached with MONAI's
   LrScheduleHandler), `EmaUpdate` (torch's AveragedModel updated every iteration: the weights sampling uses) and
   `saved_objects` (what a checkpoint being resumed holds, so checkpoints written before EMA and schedule resume).
+- the lesion-weighted diffusion loss: `lesion_loss_weight` (the weight map, stored with each latent),
+  `WeightedVPredictionPrepareBatch` (MONAI's v-prediction batch, the weight riding along in the target) and
+  `WeightedMSELoss` (SupervisedTrainer hands a loss only prediction and target; torch has no weighted MSE).
 - small Ignite handlers (TensorBoard image previews).
 """
 
@@ -27,11 +30,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from ignite.engine import Engine, Events
+from monai.engines.utils import VPredictionPrepareBatch
 
-from brainspade.cli import parse_bool
+from brainspade.cli import parse_bool, parse_float
 from brainspade.distributed import is_rank0, rank_handlers
 from brainspade.errors import InputError
 from brainspade.io import load_nifti
+from brainspade.labels import LESION_CODES
 from brainspade.precision import bf16_pays
 
 from .conditioning import normalise_volumes
@@ -251,15 +256,18 @@ def encode_datalist(
     cond_fill: float = -1.0,
     log_every: int = 20,
     cond_transform: str = "log1p",
+    lesion_weight: float = 0.0,
 ) -> LatentMeta:
     """Encode every training PV map (and its left-right mirror) to AutoencoderKL's latent mean.
 
     Returns a LatentMeta whose `items` are {'image': scaled latent, 'cond': (1, 4) normalised volumes}, with
-    scale factor = 1 / std of all latents and conditioning maxima = the training maxima (mL).
+    scale factor = 1 / std of all latents and conditioning maxima = the training maxima (mL). With
+    `lesion_weight` > 0 each item also holds 'weight', its per-voxel loss weight (`lesion_loss_weight`).
     """
+    lesion_weight = parse_float(lesion_weight, "lesion_loss_weight", 0.0)
     load_weights(autoencoder, autoencoder_path, "autoencoder", device, "autoencoder weights")
     ae = unwrap(autoencoder).to(device).eval()
-    latents, conds = [], []
+    latents, conds, weights = [], [], []
     t0 = time.time()
     for n, item in enumerate(items):
         pv, _ = load_nifti(item["pv"], "partial-volume map")
@@ -274,6 +282,8 @@ def encode_datalist(
             z_mu, _ = ae.encode(v)
             latents.append(z_mu[0].float().cpu())
             conds.append(vols)
+            if lesion_weight > 0:
+                weights.append(lesion_loss_weight(v[0].float().cpu(), z_mu.shape[2:], lesion_weight))
         if log_every and (n + 1) % log_every == 0:
             print(f"encoded {n + 1}/{len(items)} subjects ({time.time() - t0:.0f} s)", flush=True)
     z = torch.stack(latents)
@@ -291,12 +301,54 @@ def encode_datalist(
         }
         for zi, c in zip(z, cond, strict=True)
     ]
+    for item, w in zip(meta.items, weights, strict=False):  # no weights when lesion_weight is 0
+        item["weight"] = w
     print(
         f"encoded {len(items)} subjects -> {len(meta.items)} latents {tuple(z.shape[1:])}, "
         f"scale factor {scale:.4f}, conditioning maxima (mL) {np.round(cond_max, 2).tolist()}",
         flush=True,
     )
     return meta
+
+
+def lesion_loss_weight(pv: torch.Tensor, latent_shape, lesion_weight: float) -> torch.Tensor:
+    """(1, *latent_shape) loss weight of one PV map: 1, plus `lesion_weight` on every latent voxel whose footprint
+    holds any lesion (max-pooled lesion fraction, so a one-voxel lesion counts fully).
+
+    Why: lesions cover about 1 % of the latent voxels, so a plain MSE spends almost none of its gradient on whether a
+    requested lesion is drawn and how large; the network alone missed about one tumour request in five."""
+    lesion = pv[list(LESION_CODES)].sum(0, keepdim=True)[None]
+    pooled = F.adaptive_max_pool3d(lesion, tuple(int(s) for s in latent_shape))[0]
+    return 1.0 + float(lesion_weight) * pooled.clamp(0.0, 1.0)
+
+
+class WeightedVPredictionPrepareBatch(VPredictionPrepareBatch):
+    """MONAI's v-prediction batch whose target carries the batch's loss weight (`weight_key`, when the batch has
+    it) as one extra last channel: SupervisedTrainer hands the loss only (prediction, target), and
+    `WeightedMSELoss` splits the weight off again. Without the key it is MONAI's class unchanged."""
+
+    def __init__(self, scheduler, num_train_timesteps: int, condition_name: str | None = None, weight_key="weight"):
+        super().__init__(scheduler=scheduler, num_train_timesteps=num_train_timesteps, condition_name=condition_name)
+        self.weight_key = weight_key
+
+    def __call__(self, batchdata, device=None, non_blocking: bool = False, **kwargs):
+        images, target, args, infer_kwargs = super().__call__(batchdata, device, non_blocking, **kwargs)
+        if isinstance(batchdata, Mapping) and self.weight_key in batchdata:
+            weight = batchdata[self.weight_key].to(device=target.device, dtype=target.dtype)
+            target = torch.cat([target, weight], dim=1)
+        return images, target, args, infer_kwargs
+
+
+class WeightedMSELoss(torch.nn.Module):
+    """MSE with a per-voxel weight carried as the target's extra last channel (`WeightedVPredictionPrepareBatch`),
+    normalised by the mean weight so the loss keeps the plain MSE's scale; a target with the prediction's channels
+    gives the plain MSE. torch/MONAI have no weighted MSE loss."""
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if target.shape[1] == prediction.shape[1]:
+            return F.mse_loss(prediction.float(), target.float())
+        weight, target = target[:, -1:].float(), target[:, :-1].float()
+        return (weight * (prediction.float() - target).pow(2)).mean() / weight.mean()
 
 
 class DiffusionPreview:
