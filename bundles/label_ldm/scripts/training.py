@@ -245,6 +245,14 @@ def attach_handlers(trainer: Engine, handlers: list) -> None:
         h.attach(trainer)
 
 
+def _load_training_pv(path: str, profile) -> np.ndarray:
+    """One training PV map, refused with one clear line when its grid is not the profile's."""
+    pv, _ = load_nifti(path, "partial-volume map")
+    if tuple(pv.shape[1:]) != tuple(profile.shape):
+        raise InputError(f"{path!r} has shape {pv.shape[1:]}; the {profile.name} profile needs {tuple(profile.shape)}")
+    return pv
+
+
 @torch.no_grad()
 def encode_datalist(
     autoencoder: torch.nn.Module,
@@ -270,11 +278,7 @@ def encode_datalist(
     latents, conds, weights = [], [], []
     t0 = time.time()
     for n, item in enumerate(items):
-        pv, _ = load_nifti(item["pv"], "partial-volume map")
-        if tuple(pv.shape[1:]) != tuple(profile.shape):
-            raise InputError(
-                f"{item['pv']!r} has shape {pv.shape[1:]}; the {profile.name} profile needs " f"{tuple(profile.shape)}"
-            )
+        pv = _load_training_pv(item["pv"], profile)
         vols = pv_condition_ml(pv, profile.voxel_mm3)
         x = torch.from_numpy(pv)[None].to(device)
         views = [x, torch.flip(x, dims=(2,))] if flips else [x]  # axis 2 of (B,C,X,..) = left-right in RAS
