@@ -108,7 +108,7 @@ def check_pv(pv: np.ndarray, what: str = "partial-volume map") -> np.ndarray:
         raise InputError(f"{what} contains NaN or infinite values")
     if arr.min() < -1e-3 or arr.max() > 1 + 1e-3:
         raise InputError(
-            f"{what} has values outside [0, 1] ({arr.min():.3g}..{arr.max():.3g}); " "accepted: fractions in [0, 1]"
+            f"{what} has values outside [0, 1] ({arr.min():.3g}..{arr.max():.3g}); accepted: fractions in [0, 1]"
         )
     total = arr.sum(0)
     off = np.abs(total - 1.0) > PV_SUM_TOLERANCE

@@ -96,7 +96,7 @@ def _cases(tmp: Path) -> dict[str, dict]:
         },
         "unknown_source_kind": {
             "args": train("kind", [{"kind": "gan", "path": str(tmp)}]),
-            "pattern": r"training source 0 .* has no valid 'kind'; accepted: phantom, datalist, " r"folder, dr",
+            "pattern": r"training source 0 .* has no valid 'kind'; accepted: phantom, datalist, folder, dr",
         },
     }
 

@@ -115,7 +115,7 @@ def check_inputs(
     overwrite = parse_bool(overwrite, "overwrite")
     if input_image in (None, "") and datalist in (None, ""):
         raise InputError(
-            "no input given; accepted: input_image=<3D NIfTI path> or datalist=<JSON with a " f"{datalist_key!r} list>"
+            f"no input given; accepted: input_image=<3D NIfTI path> or datalist=<JSON with a {datalist_key!r} list>"
         )
     if output_dir in (None, ""):
         raise InputError("no output_dir given; accepted: a writable folder")

@@ -54,7 +54,7 @@ def check_readable(path: str, what: str) -> None:
         nib.load(path)
     except Exception as exc:  # nibabel raises several types for non-image files
         raise InputError(
-            f"{what} {path!r} is not a readable NIfTI image ({type(exc).__name__}); accepted: " ".nii or .nii.gz files"
+            f"{what} {path!r} is not a readable NIfTI image ({type(exc).__name__}); accepted: .nii or .nii.gz files"
         ) from None
 
 
@@ -143,7 +143,7 @@ def check_evaluation(items: Sequence, ckpt_path: str | Path, output_dir: str | P
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(
-            f"output_dir {str(out)!r} cannot be created ({exc.strerror}); " "accepted: a writable folder"
+            f"output_dir {str(out)!r} cannot be created ({exc.strerror}); accepted: a writable folder"
         ) from None
     staging = out / ".metrics.part"
     shutil.rmtree(staging, ignore_errors=True)
