@@ -209,3 +209,58 @@ def test_input_chain_refuses_what_the_network_cannot_segment(tmp_path, case, pat
         err = err.__cause__
     assert isinstance(err, InputError)
     assert re.search(pattern, str(err)), str(err)
+
+
+def test_soft_targets_are_the_partial_volumes_or_the_one_hot_label():
+    soft = scripts.PartialVolumeTargetd()
+    d = soft(_partial_volumes())
+    assert "pv" not in d and d["label"].shape == (NUM_LABELS, 24, 24, 24)
+    torch.testing.assert_close(d["label"].sum(0), torch.ones(24, 24, 24))
+    # the half-and-half column stays half GM, half WM (the hard label calls it GM, the argmax's first tie)
+    torch.testing.assert_close(d["label"][2:4, 4:20, 12, 4:20], torch.full((2, 16, 16), 0.5))
+    hard = _partial_volumes()
+    del hard["pv"]
+    onehot = soft(dict(hard))["label"]
+    assert torch.equal(onehot.argmax(0)[None], hard["label"].long()) and set(onehot.unique().tolist()) == {0.0, 1.0}
+    # maps that lost mass at the volume's edge (zero padding of a rotation) are topped up as background
+    edge = _partial_volumes()
+    edge["pv"] = edge["pv"].float() * 0.5
+    torch.testing.assert_close(soft(edge)["label"][0, 0, 0, 0], torch.tensor(1.0))
+    d = _partial_volumes()
+    d["pv"] = d["pv"][:, :20]
+    with pytest.raises(ValueError, match="do not match"):
+        soft(d)
+
+
+def test_soft_target_augmentation_moves_the_maps_with_the_label():
+    vol = _volume()
+    pv = torch.nn.functional.one_hot(vol["label"][0].long(), NUM_LABELS).permute(3, 0, 1, 2).float()
+    aug = Compose(scripts.augmentation_transforms(2.0, dr_prob=1.0, soft_targets=True))
+    aug.set_random_state(0)
+    moved = 0
+    for _ in range(6):
+        d = aug({"label": vol["label"], "pv": pv})  # a pv entry: no rendered image, drawn from the maps
+        assert d["image"].shape == (1, 48, 48, 48) and d["pv"].shape == (NUM_LABELS, 48, 48, 48)
+        # the maps went through the same rotation, scaling and flip as the label (bilinear vs nearest)
+        agree = float((torch.as_tensor(d["pv"]).argmax(0) == torch.as_tensor(d["label"])[0].long()).float().mean())
+        assert agree > 0.97, agree
+        moved += int(not torch.equal(torch.as_tensor(d["label"])[0].long(), vol["label"][0].long()))
+        target = scripts.PartialVolumeTargetd()(d)["label"]
+        assert target.shape == (NUM_LABELS, 48, 48, 48)
+        torch.testing.assert_close(torch.as_tensor(target).sum(0), torch.ones(48, 48, 48))
+    assert moved > 0  # the random geometry did move them
+    # without soft targets the maps are used for the draw and dropped, as before
+    assert "pv" not in Compose(scripts.augmentation_transforms(2.0, dr_prob=1.0))({"label": vol["label"], "pv": pv})
+
+
+def test_the_loss_with_soft_targets_is_lowest_at_the_fractions():
+    target = torch.tensor([0.5, 0.5, 0.0])[None, :, None, None, None].repeat(1, 1, 2, 2, 2)
+    at_fractions = torch.log(target.clamp_min(1e-4))
+    sharpened = at_fractions.clone()
+    sharpened[:, 0] += 3.0
+    soft = scripts.dice_ce_loss(soft_targets=True)
+    assert float(soft(at_fractions, target)) < float(soft(sharpened, target))
+    hard_labels = torch.zeros(1, 1, 2, 2, 2)
+    assert float(scripts.dice_ce_loss()(sharpened, hard_labels)) < float(
+        scripts.dice_ce_loss()(at_fractions, hard_labels)
+    )

@@ -92,6 +92,46 @@ def test_training_mixes_every_data_kind(trained, tiny_phantoms):
     assert a.shape == lab.shape and not torch.allclose(a, b)
 
 
+def test_soft_targets_train_through_the_real_chain(tiny_phantoms, tmp_path):
+    """`--soft_targets true`: pv entries learn their fractions, rendered ones their one-hot labels, in one run."""
+    from ignite.engine import Events
+    from monai.bundle import ConfigWorkflow
+
+    d = str(tiny_phantoms.parent)
+    sources = [
+        {"kind": "phantom", "datalist": d, "split": "training", "contrasts": ["t1"]},
+        {"kind": "dr", "datalist": d, "split": "training", "pv": True},
+    ]
+    ov = tiny_train_overrides(tiny_phantoms, tmp_path, train_sources=sources, iterations_per_epoch=6)
+    wf = ConfigWorkflow(
+        config_file=TRAIN, meta_file=META, logging_file=LOGGING, workflow_type="train", soft_targets="yes", **ov
+    )
+    wf.initialize()
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    assert trainer.loss_function.dice.soft_label and not trainer.loss_function.dice.to_onehot_y
+    targets: list[tuple] = []
+
+    def record(engine):
+        lab = engine.state.output[0]["label"]  # the decollated batch: one patch
+        soft = bool(((lab > 0) & (lab < 1)).any())
+        targets.append((tuple(lab.shape[:1]), soft, float(engine.state.output[0]["loss"])))
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, record)
+    wf.run()
+    wf.finalize()
+    assert all(shape == (NUM_LABELS,) for shape, _, _ in targets) and all(np.isfinite([t[2] for t in targets]))
+    assert any(soft for _, soft, _ in targets)  # a pv draw carried fractions into the loss
+    assert (tmp_path / "model_final.pt").is_file()
+    # off by default: integer targets, no soft Dice
+    parser = ConfigParser()
+    parser.read_config(TRAIN)
+    parser.update(tiny_train_overrides(tiny_phantoms, tmp_path / "off"))
+    loss = parser.get_parsed_content("loss")
+    assert loss.dice.to_onehot_y and not loss.dice.soft_label
+    names = [type(t).__name__ for t in parser.get_parsed_content("train#crop_transforms")]
+    assert "PartialVolumeTargetd" not in names and names[-1] == "EnsureTyped"
+
+
 def test_partial_volume_draws_need_partial_volumes(tiny_phantoms):
     scripts = load_scripts(BUNDLE, "segmenter_scripts")
     data = json.loads(tiny_phantoms.read_text())

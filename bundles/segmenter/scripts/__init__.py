@@ -1,5 +1,6 @@
-"""Segmenter bundle code: datalists from every data source, the SynthSeg-style label-to-image transform,
-input checks and the atomic writer for inference, checkpoint helpers, and the experiment driver.
+"""Segmenter bundle code: datalists from every data source, the SynthSeg-style label-to-image transform, soft
+partial-volume targets and their loss, input checks and the atomic writer for inference, checkpoint helpers, and
+the experiment driver.
 
 Imported from configs with `$brainspade.bundle.load_scripts(@bundle_root, 'segmenter_scripts')`.
 """
@@ -7,6 +8,7 @@ Imported from configs with `$brainspade.bundle.load_scripts(@bundle_root, 'segme
 from .data import build_datalist, datalist_from_synthetic_folder, phantom_datalist, real_datalist
 from .inference import check_inputs, inference_items, volumes_ml
 from .inferers import FlipAveragingInferer
+from .losses import dice_ce_loss
 from .networks import RefinedUNet
 from .preprocessing import (
     TEST_CONDITIONS,
@@ -30,7 +32,7 @@ from .train_utils import (
     client_loads_weights,
     finish_evaluation,
 )
-from .transforms import RandLabelToIntensityd, SaveSegmentationd
+from .transforms import PartialVolumeTargetd, RandLabelToIntensityd, SaveSegmentationd
 
 __all__ = [
     "build_datalist",
@@ -48,6 +50,8 @@ __all__ = [
     "check_training",
     "finish_evaluation",
     "RandLabelToIntensityd",
+    "PartialVolumeTargetd",
+    "dice_ce_loss",
     "SaveSegmentationd",
     "RandSkullStripd",
     "RandThickSliced",

@@ -238,6 +238,7 @@ def augmentation_transforms(
     dr_prob: float = 0.3,
     skull_strip_prob: float = 0.5,
     dr_prior_prob: float = 0.0,
+    soft_targets: bool = False,
     image_key: str = "image",
     label_key: str = "label",
     pv_key: str = "pv",
@@ -249,9 +250,12 @@ def augmentation_transforms(
     drawn from those); `dr_prior_prob` of those draws take a random contrast's tissue priors, widely jittered, as
     their means (`RandLabelToIntensityd`). `skull_strip_prob`: chance of an exactly-zero
     background. Probabilities and ranges were chosen to span the test domains: the style-b renderer (gamma,
-    linear bias, 2-3x thicker slices), real skull-stripped 1 mm scans, and 5 mm axial scans.
+    linear bias, 2-3x thicker slices), real skull-stripped 1 mm scans, and 5 mm axial scans. `soft_targets`: the
+    partial-volume maps stay and move with the label (bilinear) for `PartialVolumeTargetd` after the crop.
     """
-    keys = [image_key, label_key]
+    keys, modes = [image_key, label_key], ["bilinear", "nearest"]
+    if soft_targets:
+        keys, modes = keys + [pv_key], modes + ["bilinear"]
     return [
         RandLabelToIntensityd(
             label_key=label_key,
@@ -262,6 +266,7 @@ def augmentation_transforms(
             background_zero_prob=0.5,
             always=True,
             prob=dr_prob,
+            keep_pv=soft_targets,
         ),
         RandAffined(
             keys=keys,
@@ -270,8 +275,9 @@ def augmentation_transforms(
             scale_range=[0.12] * 3,
             shear_range=[0.05] * 3,
             translate_range=[6] * 3,
-            mode=["bilinear", "nearest"],
+            mode=modes,
             padding_mode="zeros",
+            allow_missing_keys=True,
         ),
         RandBiasFieldd(keys=image_key, prob=0.6, coeff_range=(0.0, 0.4)),
         RandGaussianSmoothd(keys=image_key, prob=0.3, sigma_x=(0.2, 1.0), sigma_y=(0.2, 1.0), sigma_z=(0.2, 1.0)),
@@ -279,7 +285,7 @@ def augmentation_transforms(
         RandGaussianNoised(keys=image_key, prob=0.5, mean=0.0, std=0.05, sample_std=True),
         RandSkullStripd(image_key=image_key, label_key=label_key, prob=skull_strip_prob),
         RandAdjustContrastd(keys=image_key, prob=0.5, gamma=(0.6, 1.6)),
-        RandFlipd(keys=keys, prob=0.5, spatial_axis=0),
+        RandFlipd(keys=keys, prob=0.5, spatial_axis=0, allow_missing_keys=True),
     ]
 
 

@@ -1,10 +1,14 @@
-"""The two transforms MONAI does not provide.
+"""The transforms MONAI does not provide.
 
 `RandLabelToIntensityd`: SynthSeg-style domain randomisation draws a whole new image from a label map
 (a random mean and spread per label), or from partial-volume maps where an entry has them. MONAI's random
 intensity transforms (RandBiasFieldd, RandGaussianNoised, RandGaussianSmoothd, RandAdjustContrastd,
 RandSimulateLowResolutiond) all modify an existing image; none maps labels to random intensities, so this one
 does, and the configs chain MONAI's transforms after it for bias, blur, gamma, resolution and noise.
+
+`PartialVolumeTargetd`: the training target as soft labels, a voxel's tissue fractions where the entry has
+partial-volume maps and the one-hot label elsewhere. MONAI's AsDiscreted one-hot encodes a label, but nothing
+swaps in a second map per entry, so this one does.
 
 `SaveSegmentationd`: writes `<name>_seg.nii.gz` on the input's grid plus `<name>_volumes.json` (mL per
 label). MONAI's SaveImaged writes in place (a killed run leaves a truncated file) and has no volume
@@ -41,7 +45,7 @@ class RandLabelToIntensityd(RandomizableTransform, MapTransform):
     instead: each voxel mixes the labels' random means and spreads by its fractions, as a scanner's voxel
     averages the tissues inside it. Drawn from hard labels, every boundary is a step; the 2 mm model trained so
     placed the real MNI152 T1's GM/WM boundary where the template's WM fraction is 0.68, not 0.5, and further
-    into the WM the lower the GM/WM contrast. The maps are dropped once used.
+    into the WM the lower the GM/WM contrast. The maps are dropped once used, unless `keep_pv` (soft targets).
 
     With probability `prior_prob` the means are not uniform but a random contrast's tissue priors
     (`brainspade.contrasts.INTENSITY_PRIORS`), each label's scaled by a log-normal factor of spread `prior_jitter`:
@@ -64,6 +68,7 @@ class RandLabelToIntensityd(RandomizableTransform, MapTransform):
         pv_key: str | None = "pv",
         prior_prob: float = 0.0,
         prior_jitter: float = 0.3,
+        keep_pv: bool = False,
     ) -> None:
         MapTransform.__init__(self, [label_key], allow_missing_keys=False)
         RandomizableTransform.__init__(self, prob)
@@ -71,11 +76,12 @@ class RandLabelToIntensityd(RandomizableTransform, MapTransform):
         self.mean_range, self.std_range = tuple(mean_range), tuple(std_range)
         self.background_zero_prob, self.num_labels, self.always = background_zero_prob, num_labels, always
         self.prior_prob, self.prior_jitter = float(prior_prob), float(prior_jitter)
+        self.keep_pv = bool(keep_pv)  # the maps stay for the soft training targets (PartialVolumeTargetd)
         self.priors = np.array([[INTENSITY_PRIORS[c][lab.key] for lab in LABELS] for c in CONTRASTS], np.float32)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
-        pv = d.pop(self.pv_key, None) if self.pv_key else None
+        pv = (d.get if self.keep_pv else d.pop)(self.pv_key, None) if self.pv_key else None
         if self.image_key in d and not self.always:
             return d
         self.randomize(None)
@@ -109,6 +115,41 @@ class RandLabelToIntensityd(RandomizableTransform, MapTransform):
         if isinstance(lab, MetaTensor):
             img = MetaTensor(img, affine=lab.affine.clone(), meta=dict(lab.meta))
         d[self.image_key] = img
+        return d
+
+
+class PartialVolumeTargetd(MapTransform):
+    """Replace `label_key` (integer labels, channel-first) by soft targets: the entry's partial-volume maps under
+    `pv_key` (renormalised to sum 1, then dropped) where it has them, else the label one-hot encoded.
+
+    The 2 mm phantom labels are the argmax of their partial volumes, so a model trained on them learns each
+    boundary voxel as whichever tissue holds the most of it, and on the real MNI152 T1 it put the GM/WM boundary
+    where the WM fraction is 0.58-0.68, not 0.5 (docs/README.md, "Where the boundary lies"). Cross-entropy
+    against the fractions is lowest where the predicted probabilities are the fractions, so the probabilities
+    inference resamples to the input's grid carry them. Every target of a batch has `num_labels` float channels.
+    """
+
+    def __init__(self, label_key: str = "label", pv_key: str = "pv", num_labels: int = NUM_LABELS) -> None:
+        MapTransform.__init__(self, [label_key], allow_missing_keys=False)
+        self.label_key, self.pv_key, self.num_labels = label_key, pv_key, num_labels
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        lab = d[self.label_key]
+        pv = d.pop(self.pv_key, None)
+        if pv is not None:
+            frac = convert_to_tensor(pv, dtype=torch.float32, track_meta=False).clamp_min(0.0)
+            if frac.shape != (self.num_labels, *lab.shape[1:]):
+                raise ValueError(f"partial volumes {tuple(frac.shape)} do not match the label {tuple(lab.shape)}")
+            # resampled maps (bilinear affine, zero padding) no longer sum to 1 everywhere: outside is background
+            frac[0] += (1.0 - frac.sum(0)).clamp_min(0.0)
+            target = frac / frac.sum(0, keepdim=True)
+        else:
+            idx = convert_to_tensor(lab, track_meta=False).long().clamp(0, self.num_labels - 1)[0]
+            target = torch.nn.functional.one_hot(idx, self.num_labels).permute(3, 0, 1, 2).float()
+        if isinstance(lab, MetaTensor):
+            target = MetaTensor(target, affine=lab.affine.clone(), meta=dict(lab.meta))
+        d[self.label_key] = target
         return d
 
 
