@@ -100,8 +100,11 @@ def test_soft_targets_train_through_the_real_chain(tiny_phantoms, tmp_path):
     d = str(tiny_phantoms.parent)
     sources = [
         {"kind": "phantom", "datalist": d, "split": "training", "contrasts": ["t1"]},
+        {"kind": "phantom", "datalist": d, "split": "training", "contrasts": ["t2"], "pv": True},
         {"kind": "dr", "datalist": d, "split": "training", "pv": True},
     ]
+    items = load_scripts(BUNDLE, "segmenter_scripts").build_datalist(sources)
+    assert [("pv" in e, "image" in e) for e in items] == [(False, True)] * 3 + [(True, True)] * 3 + [(True, False)] * 3
     ov = tiny_train_overrides(tiny_phantoms, tmp_path, train_sources=sources, iterations_per_epoch=6)
     wf = ConfigWorkflow(
         config_file=TRAIN, meta_file=META, logging_file=LOGGING, workflow_type="train", soft_targets="yes", **ov

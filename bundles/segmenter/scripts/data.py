@@ -5,6 +5,7 @@ Every builder returns MONAI datalist entries `{"image": abs path, "label": abs p
 `RandLabelToIntensityd`). `build_datalist(sources)` mixes any of them, selected by config:
 
     - {kind: phantom,  datalist: DIR/datalist.json, split: training, pathologies: [healthy, wmh], contrasts: [t1, t2, flair]}
+      (`pv: true`: the subject's partial-volume maps ride along, for soft targets and draws from them)
     - {kind: datalist, datalist: real.json, key: training, image_key: image, label_key: label, mapping: identity}
     - {kind: folder,   path: DIR written by brainspade3d inference, contrasts: [t1, flair]}
     - {kind: dr,       datalist: DIR/datalist.json (phantom) or real.json, split/key: training, pathologies: [...]}
@@ -70,9 +71,11 @@ def phantom_datalist(
     source: str = "real",
     rotate: bool = False,
     base_dir=None,
+    pv: bool = False,
 ) -> list[dict]:
     """Entries of a phantom datalist: one per (subject, contrast), or with `rotate` one per subject with the
-    contrast cycling through `contrasts` (a test set that covers every contrast at the cost of one)."""
+    contrast cycling through `contrasts` (a test set that covers every contrast at the cost of one). `pv`: each
+    entry carries the subject's partial-volume maps too (soft targets; draws from the maps)."""
     path = _datalist_path(datalist, base_dir)
     cons = check_contrasts(contrasts)
     out = []
@@ -84,17 +87,27 @@ def phantom_datalist(
                     f"datalist {str(path)!r} subject {e.get('id')} has no {c!r} image; "
                     f"available: {[k for k in CONTRASTS if k in e]}"
                 )
-            out.append(
-                {
-                    "id": f"{e['id']}_{c}",
-                    "image": str((path.parent / e[c]).resolve()),
-                    "label": str((path.parent / e["label"]).resolve()),
-                    "source": source,
-                    "pathology": str(e.get("pathology", "")),
-                    "contrast": c,
-                }
-            )
+            item = {
+                "id": f"{e['id']}_{c}",
+                "image": str((path.parent / e[c]).resolve()),
+                "label": str((path.parent / e["label"]).resolve()),
+                "source": source,
+                "pathology": str(e.get("pathology", "")),
+                "contrast": c,
+            }
+            if pv:
+                item["pv"] = _pv_path(path, e, i)
+            out.append(item)
     return out
+
+
+def _pv_path(path: Path, entry: Mapping, i: int) -> str:
+    if not entry.get("pv"):
+        raise InputError(
+            f"datalist {str(path)!r} entry {entry.get('id', i)} has no 'pv' (partial volumes); accepted with "
+            "pv: true: a phantom datalist (python -m brainspade.phantom), or drop pv"
+        )
+    return str((path.parent / entry["pv"]).resolve())
 
 
 def real_datalist(
@@ -181,12 +194,7 @@ def _dr_entries(spec: Mapping, base_dir) -> list[dict]:
     for i, e in enumerate(entries):
         item = {"id": f"{e.get('id', i)}_dr", "label": str((path.parent / e[label_key]).resolve()), "source": "dr"}
         if use_pv:
-            if not e.get("pv"):
-                raise InputError(
-                    f"datalist {str(path)!r} entry {e.get('id', i)} has no 'pv' (partial volumes); accepted with "
-                    "pv: true: a phantom datalist (python -m brainspade.phantom), or drop pv"
-                )
-            item["pv"] = str((path.parent / e["pv"]).resolve())
+            item["pv"] = _pv_path(path, e, i)
         out.append(item)
     return out
 
@@ -210,6 +218,7 @@ def build_datalist(sources: Sequence[Mapping] | None, base_dir: str | Path | Non
                     spec.get("source", "real"),
                     rotate=bool(spec.get("rotate", False)),
                     base_dir=base_dir,
+                    pv=bool(spec.get("pv", False)),
                 )
             elif kind == "datalist":
                 items = real_datalist(
