@@ -39,7 +39,11 @@ def is_rank0() -> bool:
 
 
 def destroy_process_group() -> None:
+    """Leave the process group together: every rank waits at a barrier first, so no rank tears its gloo/NCCL
+    connections down while another (rank 0, still writing its final checkpoint) holds them open; a rank that left
+    alone was seen to abort at exit (SIGABRT, "terminate called without an active exception") on a 2-core CI run."""
     if torch.distributed.is_initialized():
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 
