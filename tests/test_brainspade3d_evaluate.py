@@ -185,6 +185,28 @@ def test_label_fidelity_is_on_by_default_with_the_shipped_segmenter():
     assert Path(parser.get_parsed_content("segmenter_ckpt")).parts[-3:] == ("segmenter", "models", "model.pt")
 
 
+def test_the_judge_reads_images_on_its_own_grid_and_answers_on_theirs():
+    """The segmenter works at its inference.yaml profile's spacing: a 6 mm (tiny profile) image is resampled to that
+    grid (same field of view, sides a multiple of 8) for the network, and the labels come back on the image's grid."""
+    import torch
+
+    root = BUNDLE.parent / "segmenter"
+    infer = ConfigParser()
+    infer.read_config(str(root / "configs" / "inference.yaml"))
+    spacing = infer.get_parsed_content("prof").spacing_mm
+    seen: list[tuple] = []
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(
+        lambda module, args: seen.append(tuple(args[0].shape)) if not seen else None
+    )
+    try:
+        segment = ev.segmenter_from_bundle(str(root), str(root / "models" / "model.pt"), "tiny", torch.device("cpu"))
+        labels = segment(np.random.default_rng(0).random((32, 32, 24), dtype=np.float32))
+    finally:
+        hook.remove()
+    assert labels.shape == (32, 32, 24)
+    assert seen[0][2:] == tuple(8 * round(n * 6.0 / spacing / 8) for n in (32, 32, 24))
+
+
 def test_evaluation_reports_every_figure_per_contrast(tiny_phantoms, tiny_generator, tmp_path, capsys):
     out = tmp_path / "eval"
     _evaluate(tiny_phantoms, out, tiny_generator)

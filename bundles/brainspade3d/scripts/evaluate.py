@@ -198,8 +198,10 @@ def segmenter_from_bundle(
     None without `ckpt_path` (no label fidelity measured).
 
     The network comes from the segmenter's own inference.yaml (`network_def`), the weights from `ckpt_path`
-    (weights_only=True); intensities go through the segmenter's own normalisation. evaluate.yaml hands it over
-    uncalled (`_mode_: callable`), so the segmenter is only built once the options are checked.
+    (weights_only=True); intensities go through the segmenter's own normalisation, and the image is resampled to the
+    segmenter's own grid (its inference.yaml `profile`: the spacing its weights were trained at) and the class scores
+    back, as its inference does. evaluate.yaml hands it over uncalled (`_mode_: callable`), so the segmenter is only
+    built once the options are checked.
     """
     from monai.bundle import ConfigParser
     from monai.transforms import Compose
@@ -217,8 +219,9 @@ def segmenter_from_bundle(
     state = state_dict_in(read_weights(ckpt_path, "segmenter weights", accepted), ("network", "model", "state_dict"))
     parser = ConfigParser()
     parser.read_config(str(cfg))
-    parser.update({"bundle_root": str(segmenter_root), "profile": profile, **(overrides or {})})
+    parser.update({"bundle_root": str(segmenter_root), **(overrides or {})})
     net = parser.get_parsed_content("network_def")
+    zoom = get_profile(profile).spacing_mm / parser.get_parsed_content("prof").spacing_mm
     load_into(
         net,
         state,
@@ -233,7 +236,14 @@ def segmenter_from_bundle(
     @torch.no_grad()
     def segment(image: np.ndarray) -> np.ndarray:
         x = normalise({"image": torch.as_tensor(image, dtype=torch.float32)[None]})["image"]
-        return net(torch.as_tensor(x)[None].to(device)).argmax(1)[0].cpu().numpy()
+        x = torch.as_tensor(x)[None].to(device)
+        # same field of view at the segmenter's voxel size (align_corners=False keeps the grids' extents together),
+        # each side a multiple of 8 as its UNet's three stride-2 levels need
+        grid = [8 * max(1, round(n * zoom / 8)) for n in image.shape]
+        scores = net(torch.nn.functional.interpolate(x, size=grid, mode="trilinear") if zoom != 1 else x)
+        if zoom != 1:
+            scores = torch.nn.functional.interpolate(scores, size=tuple(image.shape), mode="trilinear")
+        return scores.argmax(1)[0].cpu().numpy()
 
     return segment
 

@@ -47,7 +47,9 @@ def _run(config_file, **overrides) -> None:
     )
 
 
-def phantom_dice(ckpt: str, out: Path, contrasts: list[str], conditions: list[str], threads: int) -> dict:
+def phantom_dice(
+    ckpt: str, out: Path, contrasts: list[str], conditions: list[str], threads: int, profile: str = "default"
+) -> dict:
     """{condition: {contrast: {label: dice}}} on the held-out style-b set."""
     result: dict = {}
     for cond in conditions:
@@ -62,6 +64,7 @@ def phantom_dice(ckpt: str, out: Path, contrasts: list[str], conditions: list[st
                 test_condition=cond,
                 overwrite=True,
                 torch_threads=threads,
+                profile=profile,
                 **{"validate#additional_metrics": {}},
             )
             table = json.loads((run_dir / "metrics_per_label.json").read_text())["per_label"]["dice"]
@@ -69,7 +72,7 @@ def phantom_dice(ckpt: str, out: Path, contrasts: list[str], conditions: list[st
     return result
 
 
-def real_scan_dice(ckpt: str, out: Path) -> dict:
+def real_scan_dice(ckpt: str, out: Path, profile: str = "default") -> dict:
     """{variant: {gm, wm, seconds}} for the MNI152 T1 re-saved every way brainspade.realscan knows."""
     import nibabel as nib
 
@@ -86,6 +89,7 @@ def real_scan_dice(ckpt: str, out: Path) -> dict:
             ckpt_path=ckpt,
             output_dir=str(out / "real" / "seg"),
             overwrite=True,
+            profile=profile,
         )
         seconds = time.perf_counter() - t0
         seg = nib.load(str(out / "real" / "seg" / f"mni152_{variant}_seg.nii.gz"))
@@ -211,6 +215,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--contrasts", default=",".join(CONTRASTS))
     p.add_argument("--conditions", default="as_rendered,zero_background,thick_axial_5mm")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--profile", default="default", help="the grid the model works on (brainspade.profiles)")
     p.add_argument("--docs", action="store_true", help="also write docs/quality.{json,md}")
     p.add_argument(
         "--curve", default="", help="validation_curve.jsonl of the training run (stages comma-separated): plotted, kept"
@@ -219,11 +224,12 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(a.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    phantom = phantom_dice(a.ckpt_path, out, a.contrasts.split(","), a.conditions.split(","), a.threads)
-    real = real_scan_dice(a.ckpt_path, out)
+    phantom = phantom_dice(a.ckpt_path, out, a.contrasts.split(","), a.conditions.split(","), a.threads, a.profile)
+    real = real_scan_dice(a.ckpt_path, out, a.profile)
     rows = judge(phantom, real)
     report = {
         "ckpt_path": a.ckpt_path,
+        "profile": a.profile,
         "phantom_style_b_dice": phantom,
         "real_mni152_t1": real,
         "targets": rows,
