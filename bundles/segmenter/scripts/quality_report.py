@@ -7,6 +7,7 @@
 2. the real MNI152 2009 T1 through `configs/inference.yaml`, as shipped and re-saved (brainspade.realscan):
    GM and WM Dice and the time per volume.
 Writes `quality.json` and `quality.md` into `--output_dir` (and, with `--docs`, into the bundle's docs folder).
+`--profile paper` scores weights trained on that profile's grid (1.5 mm) through the same two configs.
 """
 
 from __future__ import annotations
