@@ -237,13 +237,18 @@ def segmenter_from_bundle(
     def segment(image: np.ndarray) -> np.ndarray:
         x = normalise({"image": torch.as_tensor(image, dtype=torch.float32)[None]})["image"]
         x = torch.as_tensor(x)[None].to(device)
+        if zoom == 1:
+            return net(x).argmax(1)[0].cpu().numpy()
         # same field of view at the segmenter's voxel size (align_corners=False keeps the grids' extents together),
         # each side a multiple of 8 as its UNet's three stride-2 levels need
         grid = [8 * max(1, round(n * zoom / 8)) for n in image.shape]
-        scores = net(torch.nn.functional.interpolate(x, size=grid, mode="trilinear") if zoom != 1 else x)
-        if zoom != 1:
-            scores = torch.nn.functional.interpolate(scores, size=tuple(image.shape), mode="trilinear")
-        return scores.argmax(1)[0].cpu().numpy()
+        scores = net(torch.nn.functional.interpolate(x, size=grid, mode="trilinear"))
+        return (
+            torch.nn.functional.interpolate(scores, size=tuple(image.shape), mode="trilinear")
+            .argmax(1)[0]
+            .cpu()
+            .numpy()
+        )
 
     return segment
 
