@@ -243,12 +243,8 @@ def segmenter_from_bundle(
         # each side a multiple of 8 as its UNet's three stride-2 levels need
         grid = [8 * max(1, round(n * zoom / 8)) for n in image.shape]
         scores = net(torch.nn.functional.interpolate(x, size=grid, mode="trilinear"))
-        return (
-            torch.nn.functional.interpolate(scores, size=tuple(image.shape), mode="trilinear")
-            .argmax(1)[0]
-            .cpu()
-            .numpy()
-        )
+        scores = torch.nn.functional.interpolate(scores, size=tuple(image.shape), mode="trilinear")
+        return scores.argmax(1)[0].cpu().numpy()
 
     return segment
 
