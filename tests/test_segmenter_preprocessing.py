@@ -88,6 +88,27 @@ def test_augmentation_draws_valid_varied_images():
     assert any(zero_bg) and not all(zero_bg)
 
 
+def test_early_noise_is_added_before_the_blur_and_the_thick_slices():
+    """`early_noise_prob` puts noise where the blur and the slice sampling correlate it (a coarser scan's noise)."""
+    chain = scripts.augmentation_transforms(2.0, early_noise_prob=0.7)
+    names = [type(t).__name__ for t in chain]
+    early = names.index("RandGaussianNoised")
+    assert early < names.index("RandGaussianSmoothd") < names.index("RandThickSliced")
+    assert chain[early].prob == 0.7 and scripts.augmentation_transforms(2.0)[early].prob == 0.0
+
+    def background_noise(early_noise_prob: float) -> list[bool]:
+        vol = _volume()
+        vol["image"] = torch.where(vol["label"] > 0, vol["image"], torch.zeros(()))  # an exactly-zero background
+        aug = Compose(
+            scripts.augmentation_transforms(2.0, dr_prob=0.0, skull_strip_prob=0.0, early_noise_prob=early_noise_prob)
+        )
+        aug.set_random_state(1)
+        return [bool(aug(dict(vol))["image"][:, :4].abs().max() > 0) for _ in range(10)]
+
+    assert all(background_noise(1.0))  # every draw has a noisy background
+    assert not all(background_noise(0.0))  # without it, only the late noise (half the draws) makes one
+
+
 def _partial_volumes() -> dict:
     """Two tissues (GM 2, WM 3) meeting in a column of 50/50 voxels, brain inside a zero background."""
     pv = np.zeros((NUM_LABELS, 24, 24, 24), np.float32)
