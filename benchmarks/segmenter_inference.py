@@ -1,7 +1,7 @@
 """Benchmark (c): segmenter inference seconds per real 1 mm whole-brain volume (nilearn's MNI152 T1, 197x233x189)
-and peak RSS, through the bundle's own configs/inference.yaml (load, reorient/resample to 2 mm, sliding window,
-invert the probabilities to the input grid, write seg + volumes JSON), against the target of <= 10 s per volume
-and <= 3 GB on 2 CPU cores.
+and peak RSS, through the bundle's own configs/inference.yaml (load, reorient/resample to its grid: 1.5 mm since
+0.4.0; sliding 64^3 windows, invert the probabilities to the input grid, write seg + volumes JSON), against the
+target of <= 10 s per volume and <= 3 GB on 2 CPU cores.
 
     python benchmarks/segmenter_inference.py [--volumes 5] [--threads 2]
     python benchmarks/segmenter_inference.py --quick          # smoke test: 1 timed volume

@@ -185,26 +185,30 @@ def test_label_fidelity_is_on_by_default_with_the_shipped_segmenter():
     assert Path(parser.get_parsed_content("segmenter_ckpt")).parts[-3:] == ("segmenter", "models", "model.pt")
 
 
-def test_the_judge_reads_images_on_its_own_grid_and_answers_on_theirs():
-    """The segmenter works at its inference.yaml profile's spacing: a 6 mm (tiny profile) image is resampled to that
-    grid (same field of view, sides a multiple of 8) for the network, and the labels come back on the image's grid."""
+def test_the_judge_reads_images_on_its_own_grid_and_answers_on_theirs(monkeypatch):
+    """The segmenter works at its inference.yaml profile's spacing and reads in its inference's windows: a 6 mm
+    (tiny profile) image is resampled to that grid (same field of view, sides a multiple of 8), read by the
+    segmenter's own sliding-window inferer, and the labels come back on the image's grid."""
     import torch
+    from monai.inferers import SlidingWindowInferer
 
     root = BUNDLE.parent / "segmenter"
     infer = ConfigParser()
     infer.read_config(str(root / "configs" / "inference.yaml"))
-    spacing = infer.get_parsed_content("prof").spacing_mm
-    seen: list[tuple] = []
-    hook = torch.nn.modules.module.register_module_forward_pre_hook(
-        lambda module, args: seen.append(tuple(args[0].shape)) if not seen else None
-    )
-    try:
-        segment = ev.segmenter_from_bundle(str(root), str(root / "models" / "model.pt"), "tiny", torch.device("cpu"))
-        labels = segment(np.random.default_rng(0).random((32, 32, 24), dtype=np.float32))
-    finally:
-        hook.remove()
+    spacing, window = infer.get_parsed_content("prof").spacing_mm, tuple(infer.get_parsed_content("roi_size"))
+    assert ev.judge_grid((32, 32, 24), 6.0 / spacing) == [8 * round(n * 6.0 / spacing / 8) for n in (32, 32, 24)]
+    read: list[tuple] = []
+    call = SlidingWindowInferer.__call__
+
+    def spy(self, inputs, *args, **kwargs):
+        read.append((tuple(inputs.shape[2:]), tuple(self.roi_size)))
+        return call(self, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(SlidingWindowInferer, "__call__", spy)
+    segment = ev.segmenter_from_bundle(str(root), str(root / "models" / "model.pt"), "tiny", torch.device("cpu"))
+    labels = segment(np.random.default_rng(0).random((32, 32, 24), dtype=np.float32))
     assert labels.shape == (32, 32, 24)
-    assert seen[0][2:] == tuple(8 * round(n * 6.0 / spacing / 8) for n in (32, 32, 24))
+    assert read and read[0] == (tuple(ev.judge_grid((32, 32, 24), 6.0 / spacing)), window)
 
 
 def test_evaluation_reports_every_figure_per_contrast(tiny_phantoms, tiny_generator, tmp_path, capsys):

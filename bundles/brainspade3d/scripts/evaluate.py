@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -232,21 +232,27 @@ def segmenter_from_bundle(
     net = net.to(device).eval()
     # the segmenter's own intensity normalisation (its scripts/preprocessing.py), so the judge sees what it learned on
     normalise = Compose(load_scripts(segmenter_root, "segmenter_scripts").intensity_transforms())
+    # and its own inferer (sliding windows of its training patch, precision, mirror averaging), as its inference reads
+    inferer = parser.get_parsed_content("inferer")
 
     @torch.no_grad()
     def segment(image: np.ndarray) -> np.ndarray:
         x = normalise({"image": torch.as_tensor(image, dtype=torch.float32)[None]})["image"]
         x = torch.as_tensor(x)[None].to(device)
         if zoom == 1:
-            return net(x).argmax(1)[0].cpu().numpy()
-        # same field of view at the segmenter's voxel size (align_corners=False keeps the grids' extents together),
-        # each side a multiple of 8 as its UNet's three stride-2 levels need
-        grid = [8 * max(1, round(n * zoom / 8)) for n in image.shape]
-        scores = net(torch.nn.functional.interpolate(x, size=grid, mode="trilinear"))
-        scores = torch.nn.functional.interpolate(scores, size=tuple(image.shape), mode="trilinear")
+            return inferer(x, net).argmax(1)[0].cpu().numpy()
+        scores = inferer(torch.nn.functional.interpolate(x, size=judge_grid(image.shape, zoom), mode="trilinear"), net)
+        scores = torch.nn.functional.interpolate(scores.float(), size=tuple(image.shape), mode="trilinear")
         return scores.argmax(1)[0].cpu().numpy()
 
     return segment
+
+
+def judge_grid(shape: Sequence[int], zoom: float) -> list[int]:
+    """The judge's grid for an image of `shape`: the same field of view at the segmenter's voxel size (`zoom` = this
+    grid's spacing over the segmenter's; align_corners=False keeps the extents together), each side a multiple of 8
+    as its UNet's three stride-2 levels need."""
+    return [8 * max(1, round(n * zoom / 8)) for n in shape]
 
 
 @dataclass
