@@ -254,9 +254,9 @@ def augmentation_transforms(
     linear bias, 2-3x thicker slices), real skull-stripped 1 mm scans, and 5 mm axial scans. `soft_targets`: the
     partial-volume maps stay and move with the label (bilinear) for `PartialVolumeTargetd` after the crop.
     `early_noise_prob`: chance of zero-mean noise added before the blur and the thick-slice resampling, so that it
-    comes out spatially correlated, as the noise of a coarser acquisition resampled to the working grid does (a
-    2 mm scan's zero-mean background noise, read on the 1.5 mm grid, made a model trained only on white noise
-    label it as brain: docs/README.md, *Noisy backgrounds on a finer grid*).
+    comes out spatially correlated, as a coarser acquisition's noise does once resampled to the working grid. Tried
+    against the 1.5 mm model's false brain in noisy 2 mm backgrounds, it did not pin it; reading in windows of the
+    training patch did (docs/README.md, *Windows of the training patch*). Off by default.
     """
     keys, modes = [image_key, label_key], ["bilinear", "nearest"]
     if soft_targets:
