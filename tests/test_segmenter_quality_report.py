@@ -47,3 +47,11 @@ def test_targets_are_judged_from_the_measured_figures():
     assert not zero["met"] and "(csf)" in zero["value"]
     assert rows["real MNI152 T1 ras_1mm: gm Dice >= 0.85"]["met"]
     assert not rows["real MNI152 T1 ras_1mm: wm Dice >= 0.85"]["met"]
+
+
+def test_the_report_scores_the_shipped_weights_on_their_own_grid():
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(quality_report.CONFIGS / "inference.yaml"))
+    assert quality_report.shipped_profile() == parser.get_parsed_content("prof").name == "paper"
