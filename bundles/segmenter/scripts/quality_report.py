@@ -60,9 +60,10 @@ def _run(config_file, **overrides) -> None:
 
 
 def phantom_dice(
-    ckpt: str, out: Path, contrasts: list[str], conditions: list[str], threads: int, profile: str = "default"
+    ckpt: str, out: Path, contrasts: list[str], conditions: list[str], threads: int, profile: str | None = None
 ) -> dict:
-    """{condition: {contrast: {label: dice}}} on the held-out style-b set."""
+    """{condition: {contrast: {label: dice}}} on the held-out style-b set (on `profile`'s grid; the shipped one)."""
+    profile = profile or shipped_profile()
     result: dict = {}
     for cond in conditions:
         for con in contrasts:
@@ -84,8 +85,9 @@ def phantom_dice(
     return result
 
 
-def real_scan_dice(ckpt: str, out: Path, profile: str = "default") -> dict:
+def real_scan_dice(ckpt: str, out: Path, profile: str | None = None) -> dict:
     """{variant: {gm, wm, seconds}} for the MNI152 T1 re-saved every way brainspade.realscan knows."""
+    profile = profile or shipped_profile()
     import nibabel as nib
 
     from brainspade.realscan import VARIANTS, tissue_scores, write_mni_t1
