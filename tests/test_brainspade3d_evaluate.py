@@ -187,8 +187,9 @@ def test_label_fidelity_is_on_by_default_with_the_shipped_segmenter():
 
 def test_the_judge_reads_images_on_its_own_grid_and_answers_on_theirs(monkeypatch):
     """The segmenter works at its inference.yaml profile's spacing and reads in its inference's windows: a 6 mm
-    (tiny profile) image is resampled to that grid (same field of view, sides a multiple of 8), read by the
-    segmenter's own sliding-window inferer, and the labels come back on the image's grid."""
+    (tiny profile) image is resampled to that grid (same field of view), read by the segmenter's own sliding-window
+    inferer with its network in the memory format its inference uses on this device, and the labels come back on
+    the image's grid."""
     import torch
     from monai.inferers import SlidingWindowInferer
 
@@ -196,7 +197,9 @@ def test_the_judge_reads_images_on_its_own_grid_and_answers_on_theirs(monkeypatc
     infer = ConfigParser()
     infer.read_config(str(root / "configs" / "inference.yaml"))
     spacing, window = infer.get_parsed_content("prof").spacing_mm, tuple(infer.get_parsed_content("roi_size"))
-    assert ev.judge_grid((32, 32, 24), 6.0 / spacing) == [8 * round(n * 6.0 / spacing / 8) for n in (32, 32, 24)]
+    assert ev.judge_grid((32, 32, 24), 6.0 / spacing) == [round(n * 6.0 / spacing) for n in (32, 32, 24)]
+    infer.update({"device": torch.device("cpu")})
+    channels_last = infer.get_parsed_content("use_channels_last")
     read: list[tuple] = []
     call = SlidingWindowInferer.__call__
 
@@ -204,11 +207,16 @@ def test_the_judge_reads_images_on_its_own_grid_and_answers_on_theirs(monkeypatc
         read.append((tuple(inputs.shape[2:]), tuple(self.roi_size)))
         return call(self, inputs, *args, **kwargs)
 
+    built: list[torch.nn.Module] = []
+    to_cl = ev.to_channels_last
+    monkeypatch.setattr(ev, "to_channels_last", lambda net, on: built.append(to_cl(net, on)) or built[-1])
     monkeypatch.setattr(SlidingWindowInferer, "__call__", spy)
     segment = ev.segmenter_from_bundle(str(root), str(root / "models" / "model.pt"), "tiny", torch.device("cpu"))
     labels = segment(np.random.default_rng(0).random((32, 32, 24), dtype=np.float32))
     assert labels.shape == (32, 32, 24)
     assert read and read[0] == (tuple(ev.judge_grid((32, 32, 24), 6.0 / spacing)), window)
+    weight = next(p for p in built[0].parameters() if p.dim() == 5)
+    assert weight.is_contiguous(memory_format=torch.channels_last_3d) == channels_last
 
 
 def test_evaluation_reports_every_figure_per_contrast(tiny_phantoms, tiny_generator, tmp_path, capsys):

@@ -105,6 +105,7 @@ def test_both_stages_train_resume_and_export(tiny_phantoms, tmp_path):
         init_weights=dm_pt,
         learning_rate=0,
         lesion_loss_weight="4",
+        lesion_loss_per_label="yes",
         **dm,
     )
     dm_after = torch.load(ft_dm, map_location="cpu", weights_only=True)["diffusion"]
@@ -118,6 +119,39 @@ def test_both_stages_train_resume_and_export(tiny_phantoms, tmp_path):
     with pytest.raises(SystemExit) as err:
         _stage("train_diffusion.yaml", tiny_phantoms, tmp_path / "lw_bad", ft_dm, 1, lesion_loss_weight="-1", **dm)
     assert err.value.code == 2 and not (tmp_path / "lw_bad").exists()
+    with pytest.raises(SystemExit) as err:
+        _stage(
+            "train_diffusion.yaml", tiny_phantoms, tmp_path / "lw_bad", ft_dm, 1, lesion_loss_per_label="maybe", **dm
+        )
+    assert err.value.code == 2 and not (tmp_path / "lw_bad").exists()
+
+
+def test_lesion_loss_weight_per_label_shares_equally():
+    """Per label, known answers: a core of 1 latent voxel and an oedema of 3 (mean footprint 2) get shares 2 and 2/3,
+    so each label carries the same total extra weight as a uniform weight would give both (4 x w); a map with one
+    lesion label weighs as the uniform rule does; a healthy map weighs 1 everywhere; the share is capped."""
+    pv = torch.zeros(10, 8, 8, 8)
+    pv[2] = 1.0
+    pv[2, :4, :4, :4], pv[7, :4, :4, :4] = 0.0, 1.0  # tumour core fills the first 4^3 footprint
+    pv[2, 4:, :, :4], pv[8, 4:, :, :4] = 0.0, 1.0  # oedema fills two more footprints
+    pv[2, :4, 4:, :4], pv[8, :4, 4:, :4] = 0.0, 1.0  # and a third
+    w = scripts.lesion_loss_weight(pv, (2, 2, 2), 3.0, per_label=True)
+    assert float(w[0, 0, 0, 0]) == pytest.approx(1 + 3 * 2.0)
+    assert [float(w[0, i, j, 0]) for i, j in ((1, 0), (1, 1), (0, 1))] == pytest.approx([1 + 3 * 2 / 3] * 3)
+    assert float((w - 1).sum()) == pytest.approx(float((scripts.lesion_loss_weight(pv, (2, 2, 2), 3.0) - 1).sum()))
+    assert torch.equal(w[0, :, :, 1], torch.ones(2, 2))
+    pv[8], pv[2, 4:, :, :4], pv[2, :4, 4:, :4] = 0.0, 1.0, 1.0  # core alone: the uniform rule
+    assert torch.equal(
+        scripts.lesion_loss_weight(pv, (2, 2, 2), 3.0, True), scripts.lesion_loss_weight(pv, (2, 2, 2), 3.0)
+    )
+    pv[7], pv[2] = 0.0, 1.0
+    assert torch.equal(scripts.lesion_loss_weight(pv, (2, 2, 2), 3.0, True), torch.ones(1, 2, 2, 2))
+    big = torch.zeros(10, 24, 24, 24)
+    big[8] = 1.0
+    big[8, 0, 0, 0], big[7, 0, 0, 0] = 0.0, 1.0  # 1 core voxel against 13,823 oedema voxels at the latent grid
+    assert float(scripts.lesion_loss_weight(big, (24, 24, 24), 1.0, True).max()) == pytest.approx(
+        1 + scripts.MAX_LABEL_SHARE
+    )
 
 
 def test_lesion_loss_weight_reaches_the_loss():
@@ -131,6 +165,8 @@ def test_lesion_loss_weight_reaches_the_loss():
     assert torch.equal(w.flatten()[1:], torch.ones(7))
     with pytest.raises(InputError, match="lesion_loss_weight"):
         scripts.encode_datalist(None, "", [], "cpu", None, lesion_weight=-1)
+    with pytest.raises(InputError, match="lesion_loss_per_label"):
+        scripts.encode_datalist(None, "", [], "cpu", None, lesion_weight=1, lesion_weight_per_label="maybe")
 
     loss = scripts.WeightedMSELoss()
     pred, target = torch.zeros(1, 2, 2, 2, 2), torch.ones(1, 2, 2, 2, 2)

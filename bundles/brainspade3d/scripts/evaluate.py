@@ -46,6 +46,7 @@ from brainspade.cli import parse_bool, parse_int
 from brainspade.errors import InputError
 from brainspade.io import prepare_output_dir, save_json
 from brainspade.labels import LABELS, NUM_LABELS, pv_to_int
+from brainspade.precision import to_channels_last
 from brainspade.profiles import get_profile
 from brainspade.weights import load_into, read_weights, state_dict_in
 
@@ -219,7 +220,8 @@ def segmenter_from_bundle(
     state = state_dict_in(read_weights(ckpt_path, "segmenter weights", accepted), ("network", "model", "state_dict"))
     parser = ConfigParser()
     parser.read_config(str(cfg))
-    parser.update({"bundle_root": str(segmenter_root), **(overrides or {})})
+    # the judge's device, so the segmenter's precision and memory-format choices are made for the device it runs on
+    parser.update({"bundle_root": str(segmenter_root), "device": torch.device(device), **(overrides or {})})
     net = parser.get_parsed_content("network_def")
     zoom = get_profile(profile).spacing_mm / parser.get_parsed_content("prof").spacing_mm
     load_into(
@@ -229,7 +231,7 @@ def segmenter_from_bundle(
         "segmenter weights",
         "weights of the segmenter bundle with the same --segmenter_overrides",
     )
-    net = net.to(device).eval()
+    net = to_channels_last(net.to(device).eval(), parser.get_parsed_content("use_channels_last"))  # as its network
     # the segmenter's own intensity normalisation (its scripts/preprocessing.py), so the judge sees what it learned on
     normalise = Compose(load_scripts(segmenter_root, "segmenter_scripts").intensity_transforms())
     # and its own inferer (sliding windows of its training patch, precision, mirror averaging), as its inference reads
@@ -250,9 +252,9 @@ def segmenter_from_bundle(
 
 def judge_grid(shape: Sequence[int], zoom: float) -> list[int]:
     """The judge's grid for an image of `shape`: the same field of view at the segmenter's voxel size (`zoom` = this
-    grid's spacing over the segmenter's; align_corners=False keeps the extents together), each side a multiple of 8
-    as its UNet's three stride-2 levels need."""
-    return [8 * max(1, round(n * zoom / 8)) for n in shape]
+    grid's spacing over the segmenter's; align_corners=False keeps the extents together). Any side will do: the
+    segmenter reads it in windows of its training patch, padded where the image is smaller."""
+    return [max(1, round(n * zoom)) for n in shape]
 
 
 @dataclass

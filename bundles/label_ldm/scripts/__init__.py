@@ -13,6 +13,7 @@ from .evaluate import evaluate
 from .networks import VolumeConditionedUNet
 from .sampler import LabelSampler, condition_space, decode_latent, write_samples
 from .training import (
+    MAX_LABEL_SHARE,
     AutoencoderStep,
     DiffusionPreview,
     EmaUpdate,

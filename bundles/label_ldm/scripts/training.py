@@ -265,6 +265,7 @@ def encode_datalist(
     log_every: int = 20,
     cond_transform: str = "log1p",
     lesion_weight: float = 0.0,
+    lesion_weight_per_label: bool = False,
 ) -> LatentMeta:
     """Encode every training PV map (and its left-right mirror) to AutoencoderKL's latent mean.
 
@@ -273,6 +274,7 @@ def encode_datalist(
     `lesion_weight` > 0 each item also holds 'weight', its per-voxel loss weight (`lesion_loss_weight`).
     """
     lesion_weight = parse_float(lesion_weight, "lesion_loss_weight", 0.0)
+    per_label = parse_bool(lesion_weight_per_label, "lesion_loss_per_label")
     load_weights(autoencoder, autoencoder_path, "autoencoder", device, "autoencoder weights")
     ae = unwrap(autoencoder).to(device).eval()
     latents, conds, weights = [], [], []
@@ -287,7 +289,7 @@ def encode_datalist(
             latents.append(z_mu[0].float().cpu())
             conds.append(vols)
             if lesion_weight > 0:
-                weights.append(lesion_loss_weight(v[0].float().cpu(), z_mu.shape[2:], lesion_weight))
+                weights.append(lesion_loss_weight(v[0].float().cpu(), z_mu.shape[2:], lesion_weight, per_label))
         if log_every and (n + 1) % log_every == 0:
             print(f"encoded {n + 1}/{len(items)} subjects ({time.time() - t0:.0f} s)", flush=True)
     z = torch.stack(latents)
@@ -315,15 +317,33 @@ def encode_datalist(
     return meta
 
 
-def lesion_loss_weight(pv: torch.Tensor, latent_shape, lesion_weight: float) -> torch.Tensor:
+MAX_LABEL_SHARE = 10.0  # per-label weighting: no lesion label's voxels weigh more than 10x the uniform weight
+
+
+def lesion_loss_weight(pv: torch.Tensor, latent_shape, lesion_weight: float, per_label: bool = False) -> torch.Tensor:
     """(1, *latent_shape) loss weight of one PV map: 1, plus `lesion_weight` on every latent voxel whose footprint
     holds any lesion (max-pooled lesion fraction, so a one-voxel lesion counts fully).
 
     Why: lesions cover about 1 % of the latent voxels, so a plain MSE spends almost none of its gradient on whether a
-    requested lesion is drawn and how large; the network alone missed about one tumour request in five."""
-    lesion = pv[list(LESION_CODES)].sum(0, keepdim=True)[None]
-    pooled = F.adaptive_max_pool3d(lesion, tuple(int(s) for s in latent_shape))[0]
-    return 1.0 + float(lesion_weight) * pooled.clamp(0.0, 1.0)
+    requested lesion is drawn and how large; the network alone missed about one tumour request in five.
+
+    `per_label`: the same total extra weight, shared equally between the lesion labels present (each label's voxels
+    get `lesion_weight` x mean footprint / its own footprint, at most `MAX_LABEL_SHARE` x). Why: with one uniform
+    weight oedema, the largest tumour part, took most of it and was drawn 2-3x too large (docs, lesion weights 2
+    and 5), while the small tumour core, the part most often missed, gained least."""
+    size = tuple(int(s) for s in latent_shape)
+    if not per_label:
+        lesion = pv[list(LESION_CODES)].sum(0, keepdim=True)[None]
+        pooled = F.adaptive_max_pool3d(lesion, size)[0]
+        return 1.0 + float(lesion_weight) * pooled.clamp(0.0, 1.0)
+    pooled = F.adaptive_max_pool3d(pv[list(LESION_CODES)][None], size)[0].clamp(0.0, 1.0)  # (lesions, *size)
+    footprint = pooled.flatten(1).sum(1)
+    present = footprint > 0
+    if not bool(present.any()):
+        return torch.ones(1, *size)
+    share = torch.zeros_like(footprint)
+    share[present] = (footprint[present].mean() / footprint[present]).clamp(max=MAX_LABEL_SHARE)
+    return 1.0 + float(lesion_weight) * (pooled * share[:, None, None, None]).sum(0, keepdim=True)
 
 
 class WeightedVPredictionPrepareBatch(VPredictionPrepareBatch):
