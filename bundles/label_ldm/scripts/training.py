@@ -300,13 +300,10 @@ def encode_datalist(
     meta = LatentMeta(
         scale, cond_max, cond[:: 2 if flips else 1], profile.name, list(z.shape[1:]), cond_transform=cond_transform
     )
-    meta.items = [
-        {
-            "image": zi * scale,
-            "cond": torch.as_tensor(normalise_volumes(c, cond_max, meta.cond_transform), dtype=torch.float32)[None],
-        }
-        for zi, c in zip(z, cond, strict=True)
+    normalised = [
+        torch.as_tensor(normalise_volumes(c, cond_max, meta.cond_transform), dtype=torch.float32) for c in cond
     ]
+    meta.items = [{"image": zi * scale, "cond": ci[None]} for zi, ci in zip(z, normalised, strict=True)]
     for item, w in zip(meta.items, weights, strict=False):  # no weights when lesion_weight is 0
         item["weight"] = w
     print(
