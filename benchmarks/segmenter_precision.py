@@ -1,7 +1,7 @@
-"""Segmenter training step and whole-volume inference in fp32, fp32 + channels-last 3D, bf16 autocast, and bf16 +
-channels-last 3D, measured in one run on the bundle's own network, loss and batch (configs/train.yaml), through
-brainspade.precision's AutocastInferer, the path the configs take. Prints and stores the ratios the `bf16: auto` and
-`channels_last: auto` defaults rest on.
+"""Segmenter training step and inference of one sliding window (`roi_size`) in fp32, fp32 + channels-last 3D, bf16
+autocast, and bf16 + channels-last 3D, measured in one run on the bundle's own network, loss and batch
+(configs/train.yaml), through brainspade.precision's AutocastInferer, the path the configs take. Prints and stores
+the ratios the `bf16: auto` and `channels_last: auto` defaults rest on.
 
     python benchmarks/segmenter_precision.py [--threads 2] [--steps 6]
     python benchmarks/segmenter_precision.py --quick     # smoke test: tiny patch, 2 steps
