@@ -1,6 +1,6 @@
 """Benchmark (c): segmenter inference seconds per real 1 mm whole-brain volume (nilearn's MNI152 T1, 197x233x189)
 and peak RSS, through the bundle's own configs/inference.yaml (load, reorient/resample to its grid: 1.5 mm since
-0.4.0; sliding 64^3 windows, invert the probabilities to the input grid, write seg + volumes JSON), against the
+0.4.0; sliding 96^3 windows since 0.4.1, invert the probabilities to the input grid, write seg + volumes JSON), against the
 target of <= 10 s per volume and <= 3 GB on 2 CPU cores.
 
     python benchmarks/segmenter_inference.py [--volumes 5] [--threads 2]

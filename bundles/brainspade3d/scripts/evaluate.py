@@ -234,7 +234,7 @@ def segmenter_from_bundle(
     net = to_channels_last(net.to(device).eval(), parser.get_parsed_content("use_channels_last"))  # as its network
     # the segmenter's own intensity normalisation (its scripts/preprocessing.py), so the judge sees what it learned on
     normalise = Compose(load_scripts(segmenter_root, "segmenter_scripts").intensity_transforms())
-    # and its own inferer (sliding windows of its training patch, precision, mirror averaging), as its inference reads
+    # and its own inferer (its inference's sliding windows, precision, mirror averaging), as its inference reads
     inferer = parser.get_parsed_content("inferer")
 
     @torch.no_grad()
@@ -253,7 +253,7 @@ def segmenter_from_bundle(
 def judge_grid(shape: Sequence[int], zoom: float) -> list[int]:
     """The judge's grid for an image of `shape`: the same field of view at the segmenter's voxel size (`zoom` = this
     grid's spacing over the segmenter's; align_corners=False keeps the extents together). Any side will do: the
-    segmenter reads it in windows of its training patch, padded where the image is smaller."""
+    segmenter reads it in its inference's sliding windows, padded where the image is smaller."""
     return [max(1, round(n * zoom)) for n in shape]
 
 
