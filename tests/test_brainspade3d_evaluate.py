@@ -193,6 +193,8 @@ def test_the_judge_reads_images_on_its_own_grid_and_answers_on_theirs(monkeypatc
     import torch
     from monai.inferers import SlidingWindowInferer
 
+    import brainspade.precision
+
     root = BUNDLE.parent / "segmenter"
     infer = ConfigParser()
     infer.read_config(str(root / "configs" / "inference.yaml"))
@@ -208,8 +210,10 @@ def test_the_judge_reads_images_on_its_own_grid_and_answers_on_theirs(monkeypatc
         return call(self, inputs, *args, **kwargs)
 
     built: list[torch.nn.Module] = []
-    to_cl = ev.to_channels_last
-    monkeypatch.setattr(ev, "to_channels_last", lambda net, on: built.append(to_cl(net, on)) or built[-1])
+    to_cl = brainspade.precision.to_channels_last
+    monkeypatch.setattr(
+        brainspade.precision, "to_channels_last", lambda net, on: built.append(to_cl(net, on)) or built[-1]
+    )
     monkeypatch.setattr(SlidingWindowInferer, "__call__", spy)
     segment = ev.segmenter_from_bundle(str(root), str(root / "models" / "model.pt"), "tiny", torch.device("cpu"))
     labels = segment(np.random.default_rng(0).random((32, 32, 24), dtype=np.float32))

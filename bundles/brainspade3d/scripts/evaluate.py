@@ -46,7 +46,6 @@ from brainspade.cli import parse_bool, parse_int
 from brainspade.errors import InputError
 from brainspade.io import prepare_output_dir, save_json
 from brainspade.labels import LABELS, NUM_LABELS, pv_to_int
-from brainspade.precision import to_channels_last
 from brainspade.profiles import get_profile
 from brainspade.weights import load_into, read_weights, state_dict_in
 
@@ -222,7 +221,7 @@ def segmenter_from_bundle(
     parser.read_config(str(cfg))
     # the judge's device, so the segmenter's precision and memory-format choices are made for the device it runs on
     parser.update({"bundle_root": str(segmenter_root), "device": torch.device(device), **(overrides or {})})
-    net = parser.get_parsed_content("network_def")
+    net = parser.get_parsed_content("network")  # its network_def on the judge's device, in its memory format
     zoom = get_profile(profile).spacing_mm / parser.get_parsed_content("prof").spacing_mm
     load_into(
         net,
@@ -231,7 +230,7 @@ def segmenter_from_bundle(
         "segmenter weights",
         "weights of the segmenter bundle with the same --segmenter_overrides",
     )
-    net = to_channels_last(net.to(device).eval(), parser.get_parsed_content("use_channels_last"))  # as its network
+    net = net.eval()
     # the segmenter's own intensity normalisation (its scripts/preprocessing.py), so the judge sees what it learned on
     normalise = Compose(load_scripts(segmenter_root, "segmenter_scripts").intensity_transforms())
     # and its own inferer (its inference's sliding windows, precision, mirror averaging), as its inference reads
