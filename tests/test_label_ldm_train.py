@@ -106,6 +106,7 @@ def test_both_stages_train_resume_and_export(tiny_phantoms, tmp_path):
         learning_rate=0,
         lesion_loss_weight="4",
         lesion_loss_per_label="yes",
+        lesion_loss_band="1",
         **dm,
     )
     dm_after = torch.load(ft_dm, map_location="cpu", weights_only=True)["diffusion"]
@@ -123,6 +124,9 @@ def test_both_stages_train_resume_and_export(tiny_phantoms, tmp_path):
         _stage(
             "train_diffusion.yaml", tiny_phantoms, tmp_path / "lw_bad", ft_dm, 1, lesion_loss_per_label="maybe", **dm
         )
+    assert err.value.code == 2 and not (tmp_path / "lw_bad").exists()
+    with pytest.raises(SystemExit) as err:
+        _stage("train_diffusion.yaml", tiny_phantoms, tmp_path / "lw_bad", ft_dm, 1, lesion_loss_band="9", **dm)
     assert err.value.code == 2 and not (tmp_path / "lw_bad").exists()
 
 
@@ -152,6 +156,29 @@ def test_lesion_loss_weight_per_label_shares_equally():
     assert float(scripts.lesion_loss_weight(big, (24, 24, 24), 1.0, True).max()) == pytest.approx(
         1 + scripts.MAX_LABEL_SHARE
     )
+
+
+def test_lesion_loss_band_grows_the_weighted_region():
+    """Band, known answers: a core filling one latent footprint of a 4^3 latent grid gets its weight over the 3^3
+    neighbourhood with band 1 (clipped at the edge), per label as well; band 0 is the plain rule; a band out of range
+    or the options' bad values are one error line each, before anything is encoded."""
+    pv = torch.zeros(10, 16, 16, 16)
+    pv[2] = 1.0
+    pv[2, 4:8, 4:8, 4:8], pv[7, 4:8, 4:8, 4:8] = 0.0, 1.0  # latent voxel (1, 1, 1)
+    assert int((scripts.lesion_loss_weight(pv, (4, 4, 4), 2.0) > 1).sum()) == 1
+    for per_label in (False, True):
+        w = scripts.lesion_loss_weight(pv, (4, 4, 4), 2.0, per_label, band=1)
+        assert torch.equal(w[0, :3, :3, :3], torch.full((3, 3, 3), 3.0)) and int((w > 1).sum()) == 27
+    pv[2, 0, 0, 0], pv[8, 0, 0, 0] = 0.0, 1.0  # one oedema voxel in the corner's footprint: at the edge, 2^3 grown
+    w = scripts.lesion_loss_weight(pv, (4, 4, 4), 2.0, band=1)
+    assert int((w > 1).sum()) == 27 and float(w[0, 3, 3, 3]) == 1.0
+    weigh = scripts.lesion_weigher("2", "no", "1")
+    assert torch.equal(weigh(pv, (4, 4, 4)), w)
+    assert scripts.lesion_weigher(0, False, 2) is None
+    for bad in ({"band": 5}, {"band": "wide"}, {"weight": -1}, {"per_label": "maybe"}):
+        args = {"weight": 1, "per_label": False, "band": 0} | bad
+        with pytest.raises(InputError, match="lesion_loss_" + next(iter(bad))):
+            scripts.lesion_weigher(args["weight"], args["per_label"], args["band"])
 
 
 def test_lesion_loss_weight_reaches_the_loss():

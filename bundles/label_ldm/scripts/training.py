@@ -23,7 +23,7 @@ import contextlib
 import math
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from ignite.engine import Engine, Events
 from monai.engines.utils import VPredictionPrepareBatch
 
-from brainspade.cli import parse_bool, parse_float
+from brainspade.cli import parse_bool, parse_float, parse_int
 from brainspade.distributed import is_rank0, rank_handlers
 from brainspade.errors import InputError
 from brainspade.io import load_nifti
@@ -266,6 +266,7 @@ def encode_datalist(
     cond_transform: str = "log1p",
     lesion_weight: float = 0.0,
     lesion_weight_per_label: bool = False,
+    lesion_weight_band: int = 0,
 ) -> LatentMeta:
     """Encode every training PV map (and its left-right mirror) to AutoencoderKL's latent mean.
 
@@ -273,8 +274,7 @@ def encode_datalist(
     scale factor = 1 / std of all latents and conditioning maxima = the training maxima (mL). With
     `lesion_weight` > 0 each item also holds 'weight', its per-voxel loss weight (`lesion_loss_weight`).
     """
-    lesion_weight = parse_float(lesion_weight, "lesion_loss_weight", 0.0)
-    per_label = parse_bool(lesion_weight_per_label, "lesion_loss_per_label")
+    weigh = lesion_weigher(lesion_weight, lesion_weight_per_label, lesion_weight_band)
     load_weights(autoencoder, autoencoder_path, "autoencoder", device, "autoencoder weights")
     ae = unwrap(autoencoder).to(device).eval()
     latents, conds, weights = [], [], []
@@ -288,8 +288,8 @@ def encode_datalist(
             z_mu, _ = ae.encode(v)
             latents.append(z_mu[0].float().cpu())
             conds.append(vols)
-            if lesion_weight > 0:
-                weights.append(lesion_loss_weight(v[0].float().cpu(), z_mu.shape[2:], lesion_weight, per_label))
+            if weigh is not None:
+                weights.append(weigh(v[0].float().cpu(), z_mu.shape[2:]))
         if log_every and (n + 1) % log_every == 0:
             print(f"encoded {n + 1}/{len(items)} subjects ({time.time() - t0:.0f} s)", flush=True)
     z = torch.stack(latents)
@@ -304,7 +304,7 @@ def encode_datalist(
         torch.as_tensor(normalise_volumes(c, cond_max, meta.cond_transform), dtype=torch.float32) for c in cond
     ]
     meta.items = [{"image": zi * scale, "cond": ci[None]} for zi, ci in zip(z, normalised, strict=True)]
-    for item, w in zip(meta.items, weights, strict=False):  # no weights when lesion_weight is 0
+    for item, w in zip(meta.items, weights, strict=False):  # no weights without a lesion weight
         item["weight"] = w
     print(
         f"encoded {len(items)} subjects -> {len(meta.items)} latents {tuple(z.shape[1:])}, "
@@ -315,9 +315,22 @@ def encode_datalist(
 
 
 MAX_LABEL_SHARE = 10.0  # per-label weighting: no lesion label's voxels weigh more than 10x the uniform weight
+MAX_BAND = 4  # latent voxels around a lesion that share its weight (`band`); 4 already spans a tumour's surroundings
 
 
-def lesion_loss_weight(pv: torch.Tensor, latent_shape, lesion_weight: float, per_label: bool = False) -> torch.Tensor:
+def lesion_weigher(lesion_weight, per_label, band) -> Callable[[torch.Tensor, Sequence[int]], torch.Tensor] | None:
+    """`lesion_loss_weight` with the options checked (one error line each), or None for the plain MSE (weight 0)."""
+    weight = parse_float(lesion_weight, "lesion_loss_weight", 0.0)
+    per_label = parse_bool(per_label, "lesion_loss_per_label")
+    band = parse_int(band, "lesion_loss_band", 0, MAX_BAND)
+    if weight == 0:
+        return None
+    return lambda pv, latent_shape: lesion_loss_weight(pv, latent_shape, weight, per_label, band)
+
+
+def lesion_loss_weight(
+    pv: torch.Tensor, latent_shape, lesion_weight: float, per_label: bool = False, band: int = 0
+) -> torch.Tensor:
     """(1, *latent_shape) loss weight of one PV map: 1, plus `lesion_weight` on every latent voxel whose footprint
     holds any lesion (max-pooled lesion fraction, so a one-voxel lesion counts fully).
 
@@ -327,13 +340,19 @@ def lesion_loss_weight(pv: torch.Tensor, latent_shape, lesion_weight: float, per
     `per_label`: the same total extra weight, shared equally between the lesion labels present (each label's voxels
     get `lesion_weight` x mean footprint / its own footprint, at most `MAX_LABEL_SHARE` x). Why: with one uniform
     weight oedema, the largest tumour part, took most of it and was drawn 2-3x too large (docs, lesion weights 2
-    and 5), while the small tumour core, the part most often missed, gained least."""
+    and 5), while the small tumour core, the part most often missed, gained least.
+
+    `band`: each lesion's footprint grown by this many latent voxels (a max filter) before weighting. Why: a weight
+    only on the true lesion prices a lesion drawn too small above one drawn too large (its extra voxels weigh 1);
+    every weighted run drew lesions 2-3x too large. A band prices both errors alike."""
     size = tuple(int(s) for s in latent_shape)
+    lesions = pv[list(LESION_CODES)] if per_label else pv[list(LESION_CODES)].sum(0, keepdim=True)
+    pooled = F.adaptive_max_pool3d(lesions[None], size).clamp(0.0, 1.0)  # (1, lesions or 1, *size)
+    if band:
+        pooled = F.max_pool3d(pooled, 2 * band + 1, stride=1, padding=band)
+    pooled = pooled[0]
     if not per_label:
-        lesion = pv[list(LESION_CODES)].sum(0, keepdim=True)[None]
-        pooled = F.adaptive_max_pool3d(lesion, size)[0]
-        return 1.0 + float(lesion_weight) * pooled.clamp(0.0, 1.0)
-    pooled = F.adaptive_max_pool3d(pv[list(LESION_CODES)][None], size)[0].clamp(0.0, 1.0)  # (lesions, *size)
+        return 1.0 + float(lesion_weight) * pooled
     footprint = pooled.flatten(1).sum(1)
     present = footprint > 0
     if not bool(present.any()):
