@@ -25,6 +25,7 @@ from cli_harness import torchrun_cmd
 from monai.bundle import ConfigParser, run
 
 from brainspade.bundle import load_scripts
+from brainspade.errors import InputError
 
 _one_thread = pytest.fixture(scope="module", autouse=True)(one_torch_thread)
 TRAIN = [str(CONFIGS / "common.yaml"), str(CONFIGS / "train.yaml")]
@@ -212,6 +213,43 @@ def test_the_style_film_path_starts_as_the_identity_and_then_carries_the_style_c
         torch.nn.init.normal_(film.film.weight, std=0.5)
         out = film.decode(pv.expand(2, -1, -1, -1, -1), c, z)
     assert not torch.allclose(out[0], out[1])
+
+
+def test_the_style_regions_path_starts_as_the_identity_and_sets_each_labels_brightness(
+    trained, tiny_phantoms, tmp_path
+):
+    """style_regions adds one zero-initialised Linear: a fine-tune (`init_weights`) starts from weights written
+    without it and decodes exactly as they did; trained, the code brightens one label in one contrast and nothing
+    else. Weights that differ elsewhere are still refused with one error line, and the fine-tune runs."""
+    scripts = load_scripts(BUNDLE, "brainspade3d_scripts")
+    plain = scripts.generation.load_generator(
+        common_parser().get_parsed_content("network_def"), str(trained / "model.pt"), "cpu"
+    )
+    regions = common_parser(style_regions=True).get_parsed_content("network_def")
+    regions = scripts.generation.load_initial_generator(regions, str(trained / "model.pt"), "cpu").eval()
+    pv = torch.softmax(4 * torch.randn(1, 10, 32, 32, 32, generator=torch.Generator().manual_seed(1)), 1)
+    z = torch.randn(1, TINY["z_dim"], generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        before = plain.decode(pv, torch.tensor([1]), z)
+        assert torch.equal(before, regions.decode(pv, torch.tensor([1]), z))
+        shift = regions.regions.bias.view(regions.num_contrasts, 2, regions.num_labels)
+        shift[1, 1, 3] = 0.5  # contrast 1, shift, label 3 (WM)
+        after = regions.decode(pv, torch.tensor([1]), z)
+        assert torch.allclose(after - before, 0.5 * pv[:, 3:4] * (1 - pv[:, :1]), atol=1e-5)
+        assert torch.equal(plain.decode(pv, torch.tensor([0]), z), regions.decode(pv, torch.tensor([0]), z))
+    wider = common_parser(style_regions=True, z_dim=2 * TINY["z_dim"]).get_parsed_content("network_def")
+    with pytest.raises(InputError, match="does not fit this network"):
+        scripts.generation.load_initial_generator(wider, str(trained / "model.pt"), "cpu")
+    run_dir = tmp_path / "regions"
+    run(
+        config_file=[*TRAIN, str(TINY_CONFIG)],
+        max_epochs=1,
+        style_regions=True,
+        init_weights=str(trained / "model.pt"),
+        **_train_overrides(tiny_phantoms, run_dir),
+    )
+    exported = torch.load(str(run_dir / "model.pt"), map_location="cpu", weights_only=True)
+    assert "regions.weight" in exported and float(exported["regions.weight"].abs().sum()) > 0
 
 
 def test_the_validation_curve_evaluates_each_snapshot_once(trained, tiny_phantoms, tmp_path):

@@ -27,6 +27,22 @@ def load_generator(network: torch.nn.Module, path: str, device) -> torch.nn.Modu
     return network.to(device).eval()
 
 
+IDENTITY_AT_START = ("film.", "regions.")  # zero-initialised style paths (networks.py): the identity until trained
+
+
+def load_initial_generator(network: torch.nn.Module, path: str, device) -> torch.nn.Module:
+    """A fine-tune's starting weights (`init_weights`): as `load_generator`, except that weights written before a
+    zero-initialised style path existed (`IDENTITY_AT_START`) load too, that path starting as the identity, so the
+    fine-tune starts from exactly the image the weights made. Any other mismatch is refused as before."""
+    state = dict(state_dict_in(read_weights(path, "generator weights", GENERATOR_ACCEPTED), ("generator",)))
+    own = getattr(network, "module", network).state_dict()
+    new = [k for k in own if k not in state]
+    if new and all(k.startswith(IDENTITY_AT_START) for k in new):
+        state.update({k: own[k] for k in new})
+    load_into(network, state, path, "generator weights", "weights trained with the same configs (profile, widths)")
+    return network.to(device)
+
+
 def sampled_style(network: torch.nn.Module, seed: int) -> tuple[torch.Tensor, int]:
     """(style code, its seed) of the sample with seed `seed`: drawn from a stream of its own, so the style does
     not change with the label model's use of the sample's noise."""

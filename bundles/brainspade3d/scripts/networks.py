@@ -45,6 +45,12 @@ class ContrastSPADENet(nn.Module):
             zero-initialised so it starts as the identity). SPADE's only style path is the decoder's first grid,
             whose per-channel level the next instance norm removes: with it alone the code collapsed to the prior
             (sampled styles spread 25x less than the phantom scanners, measured), so appearance did not carry.
+        style_regions: the style code also scales and shifts the output inside each label, per contrast (one Linear
+            layer to a (scale, shift) per contrast and label, weighted by the PV map; zero-initialised: the identity),
+            SEAN's region-wise style idea in its smallest form. Why: a scanner's appearance is mostly how bright each
+            tissue is against the others (contrast, gamma, lesion conspicuity), which SPADE sets from the label map
+            alone; through the first grid and the FiLM head the code changed tissue profiles by at most 0.4-0.9x of
+            the phantom scanners' spread, whatever codes were decoded (docs, where the spread is lost).
     """
 
     def __init__(
@@ -62,6 +68,7 @@ class ContrastSPADENet(nn.Module):
         upsampling_mode: str = "nearest",
         use_checkpoint: bool = False,
         style_film: bool = False,
+        style_regions: bool = False,
         tile_size: Sequence[int] | None = None,
         tile_stride: Sequence[int] | None = None,
     ):
@@ -101,12 +108,20 @@ class ContrastSPADENet(nn.Module):
         if self.film is not None:
             nn.init.zeros_(self.film.weight)
             nn.init.zeros_(self.film.bias)
+        self.regions = nn.Linear(self.z_dim, 2 * self.num_contrasts * self.num_labels) if style_regions else None
+        if self.regions is not None:
+            nn.init.zeros_(self.regions.weight)
+            nn.init.zeros_(self.regions.bias)
+
+    @staticmethod
+    def contrast_indices(pv: torch.Tensor, contrast: torch.Tensor) -> torch.Tensor:
+        """The contrast index of each sample of the batch, (B,) (one index is shared by the batch)."""
+        contrast = torch.as_tensor(contrast, device=pv.device).long().reshape(-1)
+        return contrast.expand(pv.shape[0]) if contrast.numel() == 1 and pv.shape[0] > 1 else contrast
 
     def condition(self, pv: torch.Tensor, contrast: torch.Tensor) -> torch.Tensor:
         """Label channels + contrast one-hot broadcast over space: (B, label_nc, X, Y, Z)."""
-        contrast = torch.as_tensor(contrast, device=pv.device).long().reshape(-1)
-        if contrast.numel() == 1 and pv.shape[0] > 1:
-            contrast = contrast.expand(pv.shape[0])
+        contrast = self.contrast_indices(pv, contrast)
         onehot = torch.nn.functional.one_hot(contrast, self.num_contrasts).to(pv.dtype)
         onehot = onehot[:, :, None, None, None].expand(-1, -1, *pv.shape[2:])
         return torch.cat([pv, onehot], 1)
@@ -128,9 +143,24 @@ class ContrastSPADENet(nn.Module):
             scale, shift = self.film(z)[:, :, None, None, None].chunk(2, dim=1)
             hidden = hidden * (1.0 + scale) + shift
         out = self.head[1](hidden)
+        if self.regions is not None:
+            out = self.region_style(out, pv, contrast, z)
         if self.mask_background:
             out = out * (1.0 - pv[:, :1])
         return out
+
+    def region_style(
+        self, out: torch.Tensor, pv: torch.Tensor, contrast: torch.Tensor, z: torch.Tensor
+    ) -> torch.Tensor:
+        """`out` scaled and shifted inside each label by the code's (scale, shift) for this contrast (`style_regions`)."""
+        batch = torch.arange(pv.shape[0], device=pv.device)
+        params = self.regions(z).view(-1, self.num_contrasts, 2, self.num_labels)[
+            batch, self.contrast_indices(pv, contrast)
+        ]
+        pv = pv.to(params.dtype)
+        scale = torch.einsum("bl,blxyz->bxyz", params[:, 0], pv)[:, None]
+        shift = torch.einsum("bl,blxyz->bxyz", params[:, 1], pv)[:, None]
+        return out * (1.0 + scale.to(out.dtype)) + shift.to(out.dtype)
 
     def synthesise(self, pv: torch.Tensor, contrast: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """The whole image of `pv`: decoded whole, or in tiles (`tile_size`) when the generator was trained on patches."""
