@@ -11,19 +11,14 @@ from brainspade.sharding import sample_seed
 from brainspade.weights import load_into, read_weights, state_dict_in
 
 GENERATOR_ACCEPTED = "models/model.pt or a file written by train.yaml (run_dir/model.pt), given as --ckpt_path"
+GENERATOR_FITS = "weights trained with the same configs (profile, channel widths)"
 STYLE_STREAM = 7919  # style seed of a sample = sample_seed(sample's seed, STYLE_STREAM): independent of its noise
 
 
 def load_generator(network: torch.nn.Module, path: str, device) -> torch.nn.Module:
     """Load generator weights (plain state dict, or a training checkpoint's 'generator') with weights_only=True."""
     state = read_weights(path, "generator weights", GENERATOR_ACCEPTED)
-    load_into(
-        network,
-        state_dict_in(state, ("generator",)),
-        path,
-        "generator weights",
-        "weights trained with the same configs (profile, channel widths)",
-    )
+    load_into(network, state_dict_in(state, ("generator",)), path, "generator weights", GENERATOR_FITS)
     return network.to(device).eval()
 
 
@@ -39,7 +34,7 @@ def load_initial_generator(network: torch.nn.Module, path: str, device) -> torch
     new = [k for k in own if k not in state]
     if new and all(k.startswith(IDENTITY_AT_START) for k in new):
         state.update({k: own[k] for k in new})
-    load_into(network, state, path, "generator weights", "weights trained with the same configs (profile, widths)")
+    load_into(network, state, path, "generator weights", GENERATOR_FITS)
     return network.to(device)
 
 
