@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from brainspade3d_helpers import (
@@ -331,28 +332,76 @@ def test_contrast_weights_draw_a_contrast_more_often_and_bad_weights_are_refused
         training.contrast_sampler(pairs, dict.fromkeys(("t1", "t2", "flair", "t1ce"), 0))
 
 
-def test_training_with_the_lesion_share_and_contrast_weights_runs_and_refuses_bad_weights(
+def test_training_with_the_lesion_share_contrast_weights_and_paired_styles_runs_and_refuses_bad_values(
     tiny_phantoms, tmp_path, capsys
 ):
     run_dir = tmp_path / "run"
     opts = {"max_epochs": 1, "rec_lesion_share": 0.05, **_train_overrides(tiny_phantoms, run_dir)}
-    run(config_file=[*TRAIN, str(TINY_CONFIG)], contrast_weights={"flair": 2.0}, **opts)
+    run(config_file=[*TRAIN, str(TINY_CONFIG)], contrast_weights={"flair": 2.0}, paired_style_prob="1", **opts)
     assert _trainer_state(run_dir / "checkpoint_final.pt")["iteration"] == 2
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        run(
-            config_file=[*TRAIN, str(TINY_CONFIG)],
-            contrast_weights={"pd": 2.0},
-            **{**opts, "run_dir": str(tmp_path / "r2")},
-        )
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert (
-        err.count("error:") == 1
-        and "unknown contrast 'pd'; accepted: t1, t2, flair, t1ce" in err
-        and "Traceback" not in err
-    )
-    assert not (tmp_path / "r2").exists()
+    refused = [
+        ({"contrast_weights": {"pd": 2.0}}, "unknown contrast 'pd'; accepted: t1, t2, flair, t1ce"),
+        ({"paired_style_prob": 1.5}, "paired_style_prob=1.5 is out of range; accepted: 0..1"),
+    ]
+    for i, (bad, words) in enumerate(refused):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            run(config_file=[*TRAIN, str(TINY_CONFIG)], **{**opts, **bad, "run_dir": str(tmp_path / f"r{i}")})
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("error:") == 1 and words in err and "Traceback" not in err
+        assert not (tmp_path / f"r{i}").exists()
+
+
+def _tiny_label_maps(datalist, count: int) -> list[torch.Tensor]:
+    """The first `count` training subjects' partial-volume maps, (1, 10, X, Y, Z) each."""
+    import nibabel as nib
+
+    entries = json.loads(Path(datalist).read_text())["training"][:count]
+    maps = [np.asarray(nib.load(str(Path(datalist).parent / e["pv"])).dataobj, np.float32) for e in entries]
+    return [torch.from_numpy(np.moveaxis(m, -1, 0) if m.shape[-1] == 10 else m)[None] for m in maps]
+
+
+def _tissue_levels(image: torch.Tensor, pv: torch.Tensor) -> torch.Tensor:
+    """CSF, GM and WM mean intensity over the brain's median (the evaluation's profile, its three tissues)."""
+    labels = pv[0].argmax(0)
+    img = image[0, 0]
+    return torch.stack([img[labels == k].mean() for k in (1, 2, 3)]) / img[labels > 0].median()
+
+
+def test_paired_styles_render_one_scanner_on_this_map_and_on_the_previous_iterations(tiny_phantoms):
+    """paired_renders: one scanner on both maps (the same map twice gives the same image; two maps share their tissue
+    levels far more closely than two scanners' renderings do). The step pairs a batch with the previous one's map,
+    never with its own subject, and at paired_style_prob 0 never."""
+    import copy
+
+    from brainspade.contrasts import CONTRASTS
+
+    training = load_scripts(BUNDLE, "brainspade3d_scripts").training
+    pv_a, pv_b = _tiny_label_maps(tiny_phantoms, 2)
+    flair = torch.tensor([CONTRASTS.index("flair")])
+    target, style = training.paired_renders(pv_a, pv_a, flair, np.random.default_rng(0))
+    assert target.shape == (1, 1, *pv_a.shape[2:]) and torch.equal(target, style)
+    paired, independent = [], []
+    for seed in range(4):
+        target, style = training.paired_renders(pv_a, pv_b, flair, np.random.default_rng(seed))
+        other, _ = training.paired_renders(pv_b, pv_b, flair, np.random.default_rng(seed + 100))
+        paired.append((_tissue_levels(target, pv_a) - _tissue_levels(style, pv_b)).abs().mean())
+        independent.append((_tissue_levels(other, pv_b) - _tissue_levels(style, pv_b)).abs().mean())
+    assert torch.stack(paired).mean() < 0.5 * torch.stack(independent).mean()
+
+    step = training.SPADEGANStep(*[None] * 5, paired_style_prob=1.0, seed=0)
+    img_a, img_b = torch.rand(1, 1, *pv_a.shape[2:]), torch.rand(1, 1, *pv_b.shape[2:])
+    assert step._style_pair({"id": ["a"]}, pv_a, img_a, flair) == (img_a, img_a, 0.0)  # no previous map yet
+    replay = copy.deepcopy(step.rng)
+    target, style, paired_flag = step._style_pair({"id": ["b"]}, pv_b, img_b, flair)
+    replay.random()
+    expected = training.paired_renders(pv_b, pv_a, flair, replay)
+    assert paired_flag == 1.0 and torch.equal(target, expected[0]) and torch.equal(style, expected[1])
+    assert step._style_pair({"id": ["b"]}, pv_b, img_b, flair) == (img_b, img_b, 0.0)  # the same subject again
+    never = training.SPADEGANStep(*[None] * 5, paired_style_prob=0.0)
+    for ids, pv, img in ((["a"], pv_a, img_a), (["b"], pv_b, img_b)):
+        assert never._style_pair({"id": ids}, pv, img, flair) == (img, img, 0.0)
 
 
 def test_tiles_cover_the_volume_on_the_grid_and_one_whole_tile_synthesises_as_decode():

@@ -15,12 +15,18 @@ the reconstruction and the discriminator run on a random patch on the decoder's 
 is where the time goes. bf16 autocast (CPU with AVX-512 BF16, or CUDA) needs no loss scaling; fp16 AMP (CUDA
 without bf16) keeps its GradScaler. An EMA copy of the generator (torch's `AveragedModel`) is updated after each
 generator step; it is the one exported for sampling.
+
+Paired styles (`paired_style_prob`): with that chance an iteration renders one random scanner of the phantom renderer
+on its own label map (the target) and on the previous iteration's map (the style image the encoder reads). The
+encoder then only helps the reconstruction by coding the scanner, not the anatomy: what `--style_image` needs when the
+reference is another brain. Fixed renderings on disk cannot give this (one scanner per image, never shared).
 """
 
 from __future__ import annotations
 
 from contextlib import nullcontext
 
+import numpy as np
 import torch
 
 from brainspade.bundle import latest_checkpoint
@@ -103,6 +109,23 @@ def contrast_sampler(pairs: list[dict], contrast_weights: dict | None = None, se
     )
 
 
+def paired_renders(
+    pv: torch.Tensor, donor_pv: torch.Tensor, contrast: torch.Tensor, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images of `pv`, images of `donor_pv`), both (B, 1, ...): sample b's two maps rendered by one random scanner of
+    the phantom renderer's training style, in sample b's contrast (an index into CONTRASTS)."""
+    from brainspade.contrasts import CONTRASTS
+    from brainspade.phantom.render import render
+
+    images, styles = [], []
+    for b in range(pv.shape[0]):
+        name = CONTRASTS[int(contrast[b])]
+        seed = int(rng.integers(2**62))  # one scanner: the same draws on both maps
+        for maps, out in ((pv[b], images), (donor_pv[b % donor_pv.shape[0]], styles)):
+            out.append(torch.from_numpy(render(maps.float().cpu().numpy(), name, np.random.default_rng(seed))))
+    return torch.stack(images)[:, None].to(pv.device), torch.stack(styles)[:, None].to(pv.device)
+
+
 class SPADEGANStep:
     """Callable `(engine, batch) -> dict of floats` doing one generator and one discriminator update.
 
@@ -126,6 +149,8 @@ class SPADEGANStep:
         bf16: bool = False,
         patch_size: list[int] | None = None,
         ema: torch.optim.swa_utils.AveragedModel | None = None,
+        paired_style_prob: float = 0.0,
+        seed: int = 0,
     ):
         self.g, self.d = generator, discriminator
         self.g_opt, self.d_opt = g_optimizer, d_optimizer
@@ -139,6 +164,9 @@ class SPADEGANStep:
         self.d_scaler = torch.amp.GradScaler("cuda") if self.amp else None
         self.patch_size = list(patch_size) if patch_size else None
         self.ema = ema
+        self.paired_style_prob = float(paired_style_prob)
+        self.rng = np.random.default_rng(int(seed))
+        self.donor: tuple[list, torch.Tensor] | None = None  # the previous iteration's (ids, label maps)
 
     def _autocast(self, device: torch.device):
         if self.bf16:
@@ -163,11 +191,23 @@ class SPADEGANStep:
         index = (slice(None), slice(None), *vox)
         return pv[index], image[index], lat
 
+    def _style_pair(self, batch: dict, pv: torch.Tensor, image: torch.Tensor, contrast: torch.Tensor):
+        """(target image, style image): the batch's own image twice, or, with `paired_style_prob`, one fresh scanner
+        rendered on this map and on the previous iteration's (another subject's) map."""
+        ids = list(batch.get("id", []))
+        donor, self.donor = self.donor, (ids, pv.detach().cpu())
+        same_subject = bool(ids) and donor is not None and ids == donor[0]
+        if donor is None or same_subject or self.rng.random() >= self.paired_style_prob:
+            return image, image, 0.0
+        target, style = paired_renders(pv, donor[1].to(pv.device), contrast, self.rng)
+        return target, style, 1.0
+
     def __call__(self, engine, batch: dict) -> dict:
         device = engine.state.device
         pv = batch["pv"].to(device, non_blocking=True).float()
-        image = batch["image"].to(device, non_blocking=True).float()
         contrast = torch.as_tensor(batch["contrast"]).to(device).long().reshape(-1)
+        image = batch["image"].to(device, non_blocking=True).float()
+        image, style_image, paired = self._style_pair(batch, pv, image, contrast)
         self.g.train()
         self.d.train()
         pv_p, image_p, window = self._patch(pv, image)
@@ -176,7 +216,7 @@ class SPADEGANStep:
 
         # generator update (discriminator grads computed here are discarded by the zero_grad below)
         with self._autocast(device):
-            fake, mu, logvar = self.g(pv_p, contrast, image, latent_window=window)
+            fake, mu, logvar = self.g(pv_p, contrast, style_image, latent_window=window)
             fake_out, fake_feats = self.d(torch.cat([fake, cond], 1))
             with torch.no_grad():
                 _, real_feats = self.d(real_in)
@@ -190,7 +230,7 @@ class SPADEGANStep:
             self.ema.update_parameters(_unwrap(self.g))
         d_loss = self._discriminator_step(fake.detach(), cond, real_in, device)
         out = {"g_loss": g_loss.item(), "d_loss": d_loss.item(), "adv": adv.item(), "fm": fm.item()}
-        out.update(rec=rec.item(), kl=kl.item())
+        out.update(rec=rec.item(), kl=kl.item(), paired=paired)
         engine.state.metrics.update(out)  # TensorBoardStatsHandler / StatsHandler read them from here too
         return out
 
