@@ -354,31 +354,33 @@ def test_training_with_the_lesion_share_contrast_weights_and_paired_styles_runs_
 
 
 def _tiny_label_maps(datalist, count: int) -> list[torch.Tensor]:
-    """The first `count` training subjects' partial-volume maps, (1, 10, X, Y, Z) each."""
-    import nibabel as nib
+    """The first `count` training subjects' partial-volume maps, (1, 10, X, Y, Z) each (brainspade.io's loader)."""
+    from brainspade.io import load_nifti
 
     entries = json.loads(Path(datalist).read_text())["training"][:count]
-    maps = [np.asarray(nib.load(str(Path(datalist).parent / e["pv"])).dataobj, np.float32) for e in entries]
-    return [torch.from_numpy(np.moveaxis(m, -1, 0) if m.shape[-1] == 10 else m)[None] for m in maps]
-
-
-def _tissue_levels(image: torch.Tensor, pv: torch.Tensor) -> torch.Tensor:
-    """CSF, GM and WM mean intensity over the brain's median (the evaluation's profile, its three tissues)."""
-    labels = pv[0].argmax(0)
-    img = image[0, 0]
-    return torch.stack([img[labels == k].mean() for k in (1, 2, 3)]) / img[labels > 0].median()
+    return [torch.from_numpy(load_nifti(Path(datalist).parent / e["pv"], "pv")[0])[None] for e in entries]
 
 
 def test_paired_styles_render_one_scanner_on_this_map_and_on_the_previous_iterations(tiny_phantoms):
-    """paired_renders: one scanner on both maps (the same map twice gives the same image; two maps share their tissue
-    levels far more closely than two scanners' renderings do). The step pairs a batch with the previous one's map,
-    never with its own subject, and at paired_style_prob 0 never."""
+    """paired_renders: one scanner on both maps (the same map twice gives the same image; two maps' style profiles,
+    as the evaluation reads them, lie far closer than two scanners' renderings of one map do). The step pairs a batch
+    with the previous one's map, never with its own subject, and at paired_style_prob 0 never."""
     import copy
 
     from brainspade.contrasts import CONTRASTS
+    from brainspade.labels import pv_to_int
 
-    training = load_scripts(BUNDLE, "brainspade3d_scripts").training
+    scripts = load_scripts(BUNDLE, "brainspade3d_scripts")
+    training, evaluate = scripts.training, scripts.evaluate
     pv_a, pv_b = _tiny_label_maps(tiny_phantoms, 2)
+    labels_a, labels_b = (pv_to_int(pv[0].numpy()) for pv in (pv_a, pv_b))
+
+    def distance(image_a, labels_a, image_b, labels_b) -> float:  # the evaluation's style-profile distance
+        profiles = [
+            evaluate.style_profile(img[0, 0].numpy(), lab) for img, lab in ((image_a, labels_a), (image_b, labels_b))
+        ]
+        return evaluate.profile_distance(*profiles)
+
     flair = torch.tensor([CONTRASTS.index("flair")])
     target, style = training.paired_renders(pv_a, pv_a, flair, np.random.default_rng(0))
     assert target.shape == (1, 1, *pv_a.shape[2:]) and torch.equal(target, style)
@@ -386,9 +388,9 @@ def test_paired_styles_render_one_scanner_on_this_map_and_on_the_previous_iterat
     for seed in range(4):
         target, style = training.paired_renders(pv_a, pv_b, flair, np.random.default_rng(seed))
         other, _ = training.paired_renders(pv_b, pv_b, flair, np.random.default_rng(seed + 100))
-        paired.append((_tissue_levels(target, pv_a) - _tissue_levels(style, pv_b)).abs().mean())
-        independent.append((_tissue_levels(other, pv_b) - _tissue_levels(style, pv_b)).abs().mean())
-    assert torch.stack(paired).mean() < 0.5 * torch.stack(independent).mean()
+        paired.append(distance(target, labels_a, style, labels_b))
+        independent.append(distance(other, labels_b, style, labels_b))
+    assert np.mean(paired) < 0.5 * np.mean(independent)
 
     step = training.SPADEGANStep(*[None] * 5, paired_style_prob=1.0, seed=0)
     img_a, img_b = torch.rand(1, 1, *pv_a.shape[2:]), torch.rand(1, 1, *pv_b.shape[2:])

@@ -194,12 +194,14 @@ class SPADEGANStep:
     def _style_pair(self, batch: dict, pv: torch.Tensor, image: torch.Tensor, contrast: torch.Tensor):
         """(target image, style image): the batch's own image twice, or, with `paired_style_prob`, one fresh scanner
         rendered on this map and on the previous iteration's (another subject's) map."""
+        if self.paired_style_prob <= 0:
+            return image, image, 0.0
         ids = list(batch.get("id", []))
-        donor, self.donor = self.donor, (ids, pv.detach().cpu())
+        donor, self.donor = self.donor, (ids, pv.detach().cpu())  # kept on the CPU, where the renderer reads it
         same_subject = bool(ids) and donor is not None and ids == donor[0]
         if donor is None or same_subject or self.rng.random() >= self.paired_style_prob:
             return image, image, 0.0
-        target, style = paired_renders(pv, donor[1].to(pv.device), contrast, self.rng)
+        target, style = paired_renders(pv, donor[1], contrast, self.rng)
         return target, style, 1.0
 
     def __call__(self, engine, batch: dict) -> dict:
