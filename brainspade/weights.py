@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from .bundle import latest_checkpoint
+from .cli import parse_bool
 from .errors import InputError
 
 
@@ -42,5 +44,35 @@ def load_into(network: torch.nn.Module, state: Mapping, path: str | Path, what: 
     try:
         target.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError, KeyError, AttributeError) as exc:
-        first = str(exc).strip().splitlines()[0][:160]
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        first = " ".join(lines[:2])[:200]  # torch's first line only says "Error(s) in loading state_dict for X:"
         raise InputError(f"{what} {str(path)!r} does not fit this network ({first}); accepted: {accepted}") from None
+
+
+RESUME_ACCEPTED = (
+    "the network settings the run was started with (profile, channel widths, options that add layers), "
+    "or a new run folder"
+)
+
+
+def resumable_checkpoint(
+    ckpt_dir: str | Path,
+    networks: Mapping[str, torch.nn.Module],
+    pattern: str = "*.pt",
+    enabled: bool | str = True,
+    accepted: str = RESUME_ACCEPTED,
+) -> str | None:
+    """The checkpoint a restarted training run resumes from (`bundle.latest_checkpoint`), or None for a fresh run
+    (none there, or `enabled` off: parsed with `cli.parse_bool`, so `--resume false` is off). Checked before the
+    run builds or writes anything else: readable, and holding under each key of `networks` weights that load into
+    that network exactly. A run resumed with other network settings is refused with one InputError line, not
+    Ignite's traceback once training has started."""
+    path = latest_checkpoint(ckpt_dir, pattern) if parse_bool(enabled, "resume") else None
+    if path is None:
+        return None
+    state = read_weights(path, "checkpoint", accepted)
+    for key, net in networks.items():
+        if not isinstance(state.get(key), Mapping):
+            raise InputError(f"checkpoint {path!r} holds no {key!r} weights; accepted: {accepted}")
+        load_into(net, state[key], path, f"checkpoint ({key})", accepted)
+    return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ from brainspade3d_helpers import (
     one_torch_thread,
     run_inference,
 )
-from cli_harness import torchrun_cmd
+from cli_harness import assert_clean_failure, monai_run_args, run_cmd, torchrun_cmd
 from monai.bundle import ConfigParser, run
 
 from brainspade.bundle import load_scripts
@@ -80,6 +81,28 @@ def test_train_steps_write_checkpoints_and_resume(trained, tiny_phantoms, capsys
     assert (trained / "checkpoint_epoch=2.pt").is_file()
     after = torch.load(str(trained / "model.pt"), map_location="cpu", weights_only=True)
     assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_resume_with_other_network_settings_is_refused_in_one_line_and_resume_false_starts_over(
+    trained, tiny_phantoms, tmp_path
+):
+    """A run resumed with a network that its checkpoint does not fit stops before training with one error line
+    (not Ignite's traceback mid-run) and leaves the run folder as it was; `--resume false`, as typed on the
+    command line, starts a fresh run instead of reading the string as true."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained, run_dir)
+    before = {p.name: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
+    args = {k: v for k, v in _train_overrides(tiny_phantoms, run_dir).items() if k != "device"}
+    files = [*TRAIN, TINY_CONFIG]
+    res = run_cmd(monai_run_args(files, **args, max_epochs=2, style_regions="true"), env={"OMP_NUM_THREADS": "1"})
+    assert_clean_failure(
+        res, r"checkpoint \(generator\) .*does not fit this network .*Missing key.*regions.*new run folder"
+    )
+    assert {p.name: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()} == before
+    res = run_cmd(monai_run_args(files, **args, max_epochs=1, resume="false"), env={"OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"resuming from {run_dir}" not in res.stdout
+    assert _trainer_state(run_dir / "checkpoint_final.pt")["iteration"] == 2  # one epoch from scratch, not 2 + 2
 
 
 def test_trained_generator_drives_the_main_command_and_evaluation(trained, tiny_phantoms, tmp_path, capsys):

@@ -3,6 +3,8 @@ learning-rate schedule restored); the recipe's pieces (bf16 rule, warm-up + cosi
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from label_ldm_helpers import BUNDLE, CONFIGS, TINY, TINY_CONFIG, common_parser, one_thread  # noqa: F401
@@ -36,7 +38,7 @@ def _stage(train_config: str, datalist, run_dir, export_path: str, max_epochs: i
     return _iteration(str(run_dir / "checkpoints" / "final.pt"))
 
 
-def test_both_stages_train_resume_and_export(tiny_phantoms, tmp_path):
+def test_both_stages_train_resume_and_export(tiny_phantoms, tmp_path, capsys):
     ae_run, dm_run = tmp_path / "ae", tmp_path / "dm"
     ae_pt, dm_pt = str(tmp_path / "autoencoder.pt"), str(tmp_path / "diffusion.pt")
     assert _stage("train_autoencoder.yaml", tiny_phantoms, ae_run, ae_pt, 1, adv_start=1, image_log_interval=2) == 2
@@ -73,6 +75,16 @@ def test_both_stages_train_resume_and_export(tiny_phantoms, tmp_path):
     net = common_parser().get_parsed_content("network_def")
     scripts.load_weights(net, dm_run / "checkpoints" / "final.pt", "diffusion")
     assert all(torch.equal(v, d["diffusion"][k]) for k, v in net.state_dict().items())
+    # resumed with networks the checkpoints do not fit: one error line before any step, the checkpoints untouched
+    stamps = {p: p.stat().st_mtime_ns for p in (*ae_run.glob("checkpoints/*.pt"), *dm_run.glob("checkpoints/*.pt"))}
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        _stage("train_autoencoder.yaml", tiny_phantoms, ae_run, ae_pt, 3, ae_channels=[4, 8, 16])
+    assert re.search(r"error: checkpoint \(autoencoder\) .*does not fit this network", capsys.readouterr().err)
+    with pytest.raises(SystemExit):
+        _stage("train_diffusion.yaml", tiny_phantoms, dm_run, dm_pt, 3, ldm_channels=[8, 8, 8], **dm)
+    assert re.search(r"error: checkpoint \(diffusion\) .*does not fit this network", capsys.readouterr().err)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     ae_ckpt = torch.load(ae_run / "checkpoints" / "final.pt", map_location="cpu", weights_only=True)
     assert ae_ckpt["lr_scheduler"]["last_epoch"] == 4
 

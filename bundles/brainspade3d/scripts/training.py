@@ -29,7 +29,6 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
-from brainspade.bundle import latest_checkpoint
 from brainspade.labels import LESION_CODES
 
 from .networks import patch_window
@@ -258,11 +257,10 @@ def generator_ema(generator: torch.nn.Module, decay: float) -> torch.optim.swa_u
     return AveragedModel(_unwrap(generator), multi_avg_fn=get_ema_multi_avg_fn(float(decay)), use_buffers=True)
 
 
-def resume_handlers(run_dir: str, load_dict: dict, map_location=None, enabled: bool = True) -> list:
-    """[CheckpointLoader] for the newest checkpoint in run_dir, or [] on a fresh run."""
+def resume_handlers(path: str | None, load_dict: dict, map_location=None) -> list:
+    """[CheckpointLoader] for `path` (`brainspade.weights.resumable_checkpoint`), or [] on a fresh run."""
     from monai.handlers import CheckpointLoader
 
-    path = latest_checkpoint(run_dir, "checkpoint_*.pt") if enabled else None  # not model.pt
     if path is None:
         return []
     print(f"resuming from {path}", flush=True)
