@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from _segmenter_helpers import INFER, TRAIN, run_bundle, tiny_train_overrides, write_nifti
 from brainspade3d_helpers import make_tiny_chain, one_torch_thread, run_inference
+from monai.bundle import ConfigParser
 
 from brainspade.cli import FALSE_WORDS, TRUE_WORDS, parse_bool, parse_float
 from brainspade.errors import InputError
@@ -44,6 +45,31 @@ def test_false_as_users_type_it(word):
 def test_anything_else_is_refused_with_the_accepted_forms(word):
     with pytest.raises(InputError, match=r"x=.* is not a boolean; accepted: true/yes/y/on or false/no/n/off"):
         parse_bool(word, "x")
+
+
+@pytest.mark.parametrize("word,on", [("false", False), ("no", False), ("0", False), ("true", True), ("Yes", True)])
+def test_network_switches_typed_on_the_command_line_mean_what_they_say(word, on):
+    """Switches a config passes straight into a network (or a training function) read words through the shared
+    parser: `--style_film false` used to build the layer anyway (the string 'false' is truthy in Python)."""
+    from brainspade3d_helpers import common_parser as b3d_parser
+    from label_ldm_helpers import CONFIGS as LDM_CONFIGS
+    from label_ldm_helpers import common_parser as ldm_parser
+
+    net = b3d_parser(style_film=word, style_regions=word, use_checkpoint=word).get_parsed_content("network_def")
+    assert (net.film is not None, net.regions is not None, net.use_checkpoint) == (on, on, on)
+    assert ldm_parser(ae_use_checkpoint=word).get_parsed_content("autoencoder_def").use_checkpoint is on
+    train = ConfigParser()
+    train.read_config([str(LDM_CONFIGS / "common.yaml"), str(LDM_CONFIGS / "train_diffusion.yaml")])
+    train.update({"flip_augment": word})
+    assert train.get_parsed_content("latent_meta#flips", instantiate=False) is on
+
+
+def test_a_network_switch_that_is_not_a_word_is_one_error_line(capsys):
+    from brainspade3d_helpers import common_parser as b3d_parser
+
+    with pytest.raises(SystemExit):
+        b3d_parser(style_regions="maybe").get_parsed_content("network_def")
+    assert "style_regions='maybe' is not a boolean" in _error_line(capsys)
 
 
 @pytest.mark.parametrize("value,expected", [(2, 2.0), (0.5, 0.5), ("3", 3.0), (" 1e-1 ", 0.1), ("0", 0.0)])
