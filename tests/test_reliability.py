@@ -11,7 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _segmenter_helpers import INFER, TRAIN, run_bundle, tiny_train_overrides, write_nifti
+from brainspade3d_helpers import common_parser as b3d_parser
 from brainspade3d_helpers import make_tiny_chain, one_torch_thread, run_inference
+from label_ldm_helpers import CONFIGS as LDM_CONFIGS
+from label_ldm_helpers import common_parser as ldm_parser
 from monai.bundle import ConfigParser
 
 from brainspade.cli import FALSE_WORDS, TRUE_WORDS, parse_bool, parse_float
@@ -51,10 +54,6 @@ def test_anything_else_is_refused_with_the_accepted_forms(word):
 def test_network_switches_typed_on_the_command_line_mean_what_they_say(word, on):
     """Switches a config passes straight into a network (or a training function) read words through the shared
     parser: `--style_film false` used to build the layer anyway (the string 'false' is truthy in Python)."""
-    from brainspade3d_helpers import common_parser as b3d_parser
-    from label_ldm_helpers import CONFIGS as LDM_CONFIGS
-    from label_ldm_helpers import common_parser as ldm_parser
-
     net = b3d_parser(style_film=word, style_regions=word, use_checkpoint=word).get_parsed_content("network_def")
     assert (net.film is not None, net.regions is not None, net.use_checkpoint) == (on, on, on)
     assert ldm_parser(ae_use_checkpoint=word).get_parsed_content("autoencoder_def").use_checkpoint is on
@@ -65,8 +64,6 @@ def test_network_switches_typed_on_the_command_line_mean_what_they_say(word, on)
 
 
 def test_a_network_switch_that_is_not_a_word_is_one_error_line(capsys):
-    from brainspade3d_helpers import common_parser as b3d_parser
-
     with pytest.raises(SystemExit):
         b3d_parser(style_regions="maybe").get_parsed_content("network_def")
     assert "style_regions='maybe' is not a boolean" in _error_line(capsys)
