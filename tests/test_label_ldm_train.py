@@ -53,7 +53,9 @@ def test_both_stages_train_resume_and_export(tiny_phantoms, tmp_path, capsys):
         _stage("train_diffusion.yaml", tiny_phantoms, dm_run, dm_pt, 1, image_log_interval=2, preview_steps=2, **dm)
         == 2
     )
+    capsys.readouterr()
     assert _stage("train_diffusion.yaml", tiny_phantoms, dm_run, dm_pt, 2, **dm) == 4
+    assert re.search(r"read \d+ latents of \d+ subjects from .*latent_cache\.pt", capsys.readouterr().out)  # resume
     d = torch.load(dm_pt, map_location="cpu", weights_only=True)
     assert d["scale_factor"] > 0 and d["profile"] == "tiny"
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -287,3 +289,47 @@ def test_bf16_diffusion_steps_at_the_default_shapes_stay_finite():
             torch.isfinite(q.grad).all() for q in net.parameters() if q.grad is not None
         )
         opt.step()
+
+
+def test_latent_cache_is_read_back_only_for_the_same_encoding(tiny_phantoms, tmp_path, capsys):
+    """A resumed diffusion run reads its latents from the run folder instead of encoding again, and encodes again
+    when what the latents depend on changed (the autoencoder file, the mirrors) or the cache is damaged."""
+    from label_ldm_helpers import make_tiny_weights
+
+    ae_path, _ = make_tiny_weights(tiny_phantoms, tmp_path / "w")
+    parser = common_parser(datalist=str(tiny_phantoms))
+    ae, prof = parser.get_parsed_content("autoencoder_def"), parser.get_parsed_content("prof")
+    items = scripts.load_datalist(str(tiny_phantoms), "training", ("pv",))
+    cache = tmp_path / "run" / "latent_cache.pt"
+
+    def encode(flips=True, weight=0.0):
+        meta = scripts.encode_datalist(
+            ae, ae_path, items, "cpu", prof, flips, log_every=1, cache_path=cache, lesion_weight=weight
+        )
+        return meta, capsys.readouterr().out
+
+    first, out = encode()
+    assert "encoded 1/" in out and cache.is_file()
+    again, out = encode()
+    assert "read 6 latents of 3 subjects" in out and "encoded 1/" not in out
+    assert again.scale_factor == first.scale_factor
+    for a, b in zip(first.items, again.items, strict=True):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["cond"], b["cond"])
+    assert torch.equal(first.train_conditions, again.train_conditions)
+    # another setting: encoded anew (no mirrors: half the latents), and the cache now holds that encoding
+    single, out = encode(flips=False)
+    assert "encoded 1/" in out and len(single.items) == len(first.items) // 2
+    weighted, out = encode(flips=False, weight=2.0)
+    assert "encoded 1/" in out and all("weight" in item for item in weighted.items)
+    _, out = encode(flips=False, weight=2.0)
+    assert "read 3 latents" in out
+    # other autoencoder weights in the same file: encoded anew
+    state = torch.load(ae_path, map_location="cpu", weights_only=True)
+    state["autoencoder"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in state["autoencoder"].items()}
+    torch.save(state, ae_path)
+    moved, out = encode(flips=False, weight=2.0)
+    assert "encoded 1/" in out and not torch.equal(moved.items[0]["image"], weighted.items[0]["image"])
+    # a damaged cache is encoded anew, not an error
+    cache.write_bytes(b"not a torch file")
+    _, out = encode()
+    assert "encoded 1/" in out
