@@ -309,7 +309,7 @@ def encode_datalist(
     for item, w in zip(meta.items, weights, strict=False):  # no weights without a lesion weight
         item["weight"] = w
     print(
-        f"encoded {len(items)} subjects -> {len(meta.items)} latents {tuple(z.shape[1:])}, "
+        f"training latents: {len(items)} subjects -> {len(meta.items)} latents {tuple(z.shape[1:])}, "
         f"scale factor {scale:.4f}, conditioning maxima (mL) {np.round(cond_max, 2).tolist()}",
         flush=True,
     )
