@@ -282,9 +282,8 @@ def encode_datalist(
     """
     weigh = lesion_weigher(lesion_weight, lesion_weight_per_label, lesion_weight_band)
     load_weights(autoencoder, autoencoder_path, "autoencoder", device, "autoencoder weights")
-    key = latent_cache_key(
-        autoencoder_path, items, profile, flips, (lesion_weight, lesion_weight_per_label, lesion_weight_band)
-    )
+    weighting = (lesion_weight, lesion_weight_per_label, lesion_weight_band)
+    key = latent_cache_key(autoencoder_path, items, profile, flips, weighting) if cache_path else ""
     cached = _read_latent_cache(cache_path, key)
     if cached is not None:
         latents, conds, weights = cached
