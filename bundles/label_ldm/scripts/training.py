@@ -41,6 +41,7 @@ from brainspade.errors import InputError
 from brainspade.io import atomic_write, load_nifti
 from brainspade.labels import LESION_CODES
 from brainspade.precision import bf16_pays
+from brainspade.sharding import file_sha256
 
 from .conditioning import normalise_volumes
 from .data import pv_condition_ml
@@ -338,10 +339,7 @@ def _encode_items(ae, items, device, profile, flips, weigh, log_every) -> tuple[
 def latent_cache_key(autoencoder_path, items: Sequence[Mapping], profile, flips: bool, weighting) -> str:
     """What the encoded latents depend on, as one digest: the autoencoder file's bytes, each map's path, size and
     modification time, the grid, the mirrors and the loss-weight settings. Any change re-encodes."""
-    h = hashlib.sha256()
-    with open(autoencoder_path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    h = hashlib.sha256(file_sha256(autoencoder_path).encode())
     for item in items:
         st = os.stat(item["pv"])
         h.update(f"{os.path.abspath(item['pv'])}|{st.st_size}|{st.st_mtime_ns}\n".encode())
