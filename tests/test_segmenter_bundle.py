@@ -44,10 +44,11 @@ def test_network_def_is_the_same_in_train_and_inference():
     keys = ("network_def", "network", "channels", "profile", "spacing", "roi_size", "bf16", "use_bf16", "amp")
     for key in (*keys, "channels_last", "use_channels_last"):
         assert a[key] == b[key], key
-    # the same sliding window, under the same precision and mirror-averaging switches, in validation and at
-    # inference (the mirror averaging's default differs: tests/test_segmenter_inferers.py)
+    # the same sliding window, under the same precision, mirror-averaging and class-offset switches, in validation
+    # and at inference (the mirror averaging's and the offsets' defaults differ: tests/test_segmenter_inferers.py,
+    # tests/test_segmenter_calibration.py)
     assert a["validate"]["inferer"] == b["inferer"]
-    assert b["inferer"]["inferer"]["inferer"]["_target_"] == "SlidingWindowInferer"
+    assert b["inferer"]["inferer"]["inferer"]["inferer"]["_target_"] == "SlidingWindowInferer"
 
 
 def test_inference_workflow_properties(tmp_path):

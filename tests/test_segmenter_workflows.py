@@ -24,6 +24,7 @@ from monai.bundle import ConfigParser
 from brainspade.bundle import load_scripts
 from brainspade.errors import InputError
 from brainspade.labels import LABELS, NUM_LABELS
+from brainspade.sharding import file_sha256
 
 TINY = {"bundle_root": str(BUNDLE), **TINY_OVERLAY}
 
@@ -207,6 +208,37 @@ def test_evaluate_writes_dice_and_hd95_per_label(trained, tiny_phantoms, tmp_pat
     md = (out / "metrics_per_label.md").read_text()
     assert "| tumour |" in md and "hd95_mm" in md
     assert (out / "val_mean_dice_raw.csv").is_file() and not (out / ".metrics.part").exists()
+
+
+def test_calibrate_fits_offsets_for_the_weights_and_inference_applies_them(trained, tiny_phantoms, tmp_path, capsys):
+    d = str(tiny_phantoms.parent)
+    ckpt = trained["dir"] / "model_final.pt"
+    offsets = tmp_path / "class_offsets.json"
+    args = {**TINY, "dataset_dir": d, "ckpt_path": str(ckpt), "output_path": str(offsets), "flip_averaging": False}
+    calibrate = str(BUNDLE / "configs" / "calibrate.yaml")
+    run_bundle([TRAIN, calibrate], **args)
+    data = json.loads(offsets.read_text())
+    assert len(data["offsets"]) == NUM_LABELS and data["offsets"][0] == 0.0
+    assert data["mean_dice_after"] >= data["mean_dice_before"] and data["volumes"] >= 2  # validation x contrasts
+    assert data["weights_sha256"] == file_sha256(ckpt)
+    # an existing file is not replaced without --overwrite true, and the weights are never the output
+    with pytest.raises(SystemExit):
+        run_bundle([TRAIN, calibrate], **args)
+    assert "exists; pass --overwrite true" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run_bundle([TRAIN, calibrate], **{**args, "output_path": str(ckpt), "overwrite": True})
+    assert "inputs are never outputs" in capsys.readouterr().err
+    # inference with those weights applies them; with other weights they are left out
+    parser = ConfigParser()
+    parser.read_config(INFER)
+    parser.update({**TINY, "ckpt_path": str(ckpt), "class_offsets_path": str(offsets)})
+    assert parser.get_parsed_content("inferer").offsets.tolist() == pytest.approx(data["offsets"])
+    other = tmp_path / "other.pt"
+    torch.save({k: v + 1 for k, v in torch.load(ckpt, weights_only=True).items()}, other)
+    parser = ConfigParser()
+    parser.read_config(INFER)
+    parser.update({**TINY, "ckpt_path": str(other), "class_offsets_path": str(offsets)})
+    assert parser.get_parsed_content("inferer").offsets is None
 
 
 def _flip_permute(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

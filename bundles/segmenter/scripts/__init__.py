@@ -5,6 +5,7 @@ the experiment driver.
 Imported from configs with `$brainspade.bundle.load_scripts(@bundle_root, 'segmenter_scripts')`.
 """
 
+from .calibration import ClassOffsetInferer, OffsetFitter, calibrate, read_class_offsets
 from .data import build_datalist, datalist_from_synthetic_folder, phantom_datalist, real_datalist
 from .inference import check_inputs, inference_items, volumes_ml
 from .inferers import FlipAveragingInferer
@@ -35,6 +36,10 @@ from .train_utils import (
 from .transforms import PartialVolumeTargetd, RandLabelToIntensityd, SaveSegmentationd
 
 __all__ = [
+    "ClassOffsetInferer",
+    "OffsetFitter",
+    "calibrate",
+    "read_class_offsets",
     "build_datalist",
     "datalist_from_synthetic_folder",
     "phantom_datalist",
