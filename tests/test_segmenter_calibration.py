@@ -90,6 +90,8 @@ def test_offsets_apply_only_to_the_weights_they_were_fitted_for(tmp_path, caplog
         calibration.read_class_offsets(None, weights) is None
         and calibration.read_class_offsets("null", weights) is None
     )
+    with pytest.raises(InputError, match="holds 10 offsets for a network of 9 labels"):
+        calibration.read_class_offsets(path, weights, num_labels=9)
     path.write_text(json.dumps({"offsets": offsets}))
     with pytest.raises(InputError, match="not a class offsets file"):
         calibration.read_class_offsets(path, weights)

@@ -149,9 +149,12 @@ class OffsetFitter:
         }
 
 
-def read_class_offsets(path: str | Path | None, ckpt_path: str | Path) -> list[float] | None:
+def read_class_offsets(
+    path: str | Path | None, ckpt_path: str | Path, num_labels: int | None = None
+) -> list[float] | None:
     """The offsets in `path` if they were fitted for the weights in `ckpt_path`; None if there is no file (or
-    `path` is null/empty) or they belong to other weights (with a warning). A malformed file is an InputError."""
+    `path` is null/empty) or they belong to other weights (with a warning). A malformed file, or one with another
+    number of labels than `num_labels`, is an InputError."""
     if path in (None, "", "null", "none", "None"):
         return None
     p = Path(path)
@@ -166,6 +169,8 @@ def read_class_offsets(path: str | Path | None, ckpt_path: str | Path) -> list[f
         raise InputError(f"{p}: offsets must be numbers") from None
     if not all(np.isfinite(offsets)):
         raise InputError(f"{p}: offsets must be finite numbers")
+    if num_labels is not None and len(offsets) != int(num_labels):
+        raise InputError(f"{p} holds {len(offsets)} offsets for a network of {num_labels} labels")
     if not Path(ckpt_path).is_file() or data.get("weights_sha256") != file_sha256(ckpt_path):
         logger.warning("class offsets in %s were fitted for other weights than %s: not applied", p, ckpt_path)
         return None
