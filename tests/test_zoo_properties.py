@@ -47,6 +47,7 @@ WORKFLOWS = [
     ("segmenter", ["inference.yaml", "tiny.yaml"], "inference"),
     ("segmenter", ["train.yaml", "tiny.yaml"], "train"),
     ("segmenter", ["train.yaml", "evaluate.yaml"], "eval"),
+    ("segmenter", ["train.yaml", "calibrate.yaml"], "eval"),
 ]
 # configs that are no workflow of their own: shared definitions
 NOT_WORKFLOWS = {("label_ldm", "common.yaml"), ("brainspade3d", "common.yaml")}
